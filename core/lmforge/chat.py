@@ -1,0 +1,142 @@
+"""The chat format and the ``tokenizer`` artifact format, shared by tokenizer, SFT, DPO and eval.
+
+A conversation is a list of ``{"role": "system" | "user" | "assistant", "content": str}``. It is
+rendered as::
+
+    <|user|>\\nHow do I ...?<|end|>\\n<|assistant|>\\nLike this.<|end|>\\n
+
+Each role marker and ``<|end|>`` is a special token. Training on chat data puts loss only on the
+tokens of assistant contents and their closing ``<|end|>`` (so the model learns to stop).
+:meth:`ChatFormat.jinja_template` gives the same rendering as a ``transformers`` chat template,
+stored in ``tokenizer_config.json``; a test checks the two agree token for token.
+
+A ``tokenizer`` artifact folder holds ``tokenizer.json`` (Hugging Face ``tokenizers``),
+``tokenizer_config.json`` and ``special_tokens_map.json`` (so ``transformers.AutoTokenizer``
+loads it), and ``artifact.json`` with ``vocab_size`` and the special token ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import StageInputError
+
+if TYPE_CHECKING:
+    import tokenizers
+
+ROLES = ("system", "user", "assistant")
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+END = "<|end|>"
+SPECIAL_TOKENS: tuple[str, ...] = (EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>", END)
+
+
+def role_token(role: str) -> str:
+    return f"<|{role}|>"
+
+
+def validate_messages(messages: Any, where: str, need_assistant: bool = True) -> list[dict[str, str]]:
+    """Check one conversation; raise :class:`StageInputError` naming ``where`` if malformed."""
+    if not isinstance(messages, list) or not messages:
+        raise StageInputError(f"{where}: 'messages' must be a non-empty list of "
+                              f"{{role, content}} objects, got {type(messages).__name__}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise StageInputError(f"{where}: message {i} must be {{role: one of {list(ROLES)}, "
+                                  f"content: str}}, got {m!r:.120}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if need_assistant and not any(m["role"] == "assistant" for m in out):
+        raise StageInputError(f"{where}: conversation has no assistant turn, so there is nothing "
+                              f"to train on; add a message with role 'assistant'")
+    return out
+
+
+def render(messages: Sequence[dict[str, str]], add_generation_prompt: bool = False
+           ) -> tuple[str, list[tuple[int, int]]]:
+    """Render a conversation; return the text and the ``[start, end)`` character spans of
+    assistant contents including their ``<|end|>`` (the spans that carry training loss)."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in messages:
+        head = f"{role_token(m['role'])}\n"
+        body = f"{m['content']}{END}"
+        parts += [head, body, "\n"]
+        start = pos + len(head)
+        if m["role"] == "assistant":
+            spans.append((start, start + len(body)))
+        pos = start + len(body) + 1
+    if add_generation_prompt:
+        parts.append(f"{role_token('assistant')}\n")
+    return "".join(parts), spans
+
+
+def jinja_template() -> str:
+    """The same rendering as a ``transformers`` chat template (``{% generation %}`` marks the
+    assistant spans, so ``return_assistant_tokens_mask=True`` works in transformers too)."""
+    return (
+        "{% for message in messages %}"
+        "{{ '<|' + message['role'] + '|>\n' }}"
+        "{% if message['role'] == 'assistant' %}"
+        "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+        "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
+        "{{ '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    )
+
+
+def encode_chat(tokenizer: tokenizers.Tokenizer, messages: Sequence[dict[str, str]],
+                add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+    """Token ids of the rendered conversation and, per token, whether it carries loss.
+
+    A token carries loss when it lies inside an assistant span (by character offsets of the
+    whole-string encoding, so the ids equal what ``transformers`` produces from the template).
+    """
+    text, spans = render(messages, add_generation_prompt)
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    mask = []
+    for start, end in enc.offsets:
+        mask.append(any(s <= start and end <= e for s, e in spans) and end > start)
+    return list(enc.ids), mask
+
+
+@dataclass(frozen=True)
+class TokenizerArtifact:
+    """A loaded ``tokenizer`` artifact."""
+
+    tokenizer: tokenizers.Tokenizer
+    vocab_size: int
+    eos_id: int
+    pad_id: int
+    path: Path
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def load_tokenizer(path: Path) -> TokenizerArtifact:
+    """Load a ``tokenizer`` artifact folder written by any tokenizer plugin."""
+    import tokenizers
+
+    path = Path(path)
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise StageInputError(f"{path} is not a tokenizer artifact: tokenizer.json is missing")
+    tok = tokenizers.Tokenizer.from_file(str(file))
+    missing = [t for t in (EOS, PAD, END, role_token("assistant")) if tok.token_to_id(t) is None]
+    if missing:
+        raise StageInputError(f"{file}: special tokens {missing} are missing; lmforge's chat "
+                              f"format needs {list(SPECIAL_TOKENS)}")
+    meta_file = path / "artifact.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return TokenizerArtifact(tokenizer=tok, vocab_size=int(meta.get("vocab_size", tok.get_vocab_size())),
+                             eos_id=tok.token_to_id(EOS), pad_id=tok.token_to_id(PAD), path=path)

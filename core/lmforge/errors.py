@@ -1,0 +1,57 @@
+"""Exceptions that the CLI turns into clear messages and exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LmforgeError(Exception):
+    """Base class of errors reported without a traceback."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where (file:line, key path), what is wrong, and a hint."""
+
+    message: str
+    path: str = ""  # dotted key path, e.g. "stages[2].config.lr"
+    file: str | None = None
+    line: int | None = None  # 1-based
+    hint: str = ""
+
+    def where(self) -> str:
+        loc = self.file or "<spec>"
+        if self.line is not None:
+            loc += f":{self.line}"
+        return loc
+
+    def format(self) -> str:
+        text = f"{self.where()}: {self.path + ': ' if self.path else ''}{self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class SpecError(LmforgeError):
+    """The spec is invalid. Carries every issue found, not just the first (exit code 2)."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(i.format() for i in issues))
+
+
+class PluginError(LmforgeError):
+    """A plugin could not be loaded or conflicts with another."""
+
+
+class StageInputError(LmforgeError):
+    """A stage's input is unusable (missing file, bad record ...). Message names file and record."""
+
+
+class StageFailed(LmforgeError):
+    """A stage failed at run time; wraps the cause and names stage and plugin (exit code 1)."""
+
+    def __init__(self, stage_id: str, plugin: str, cause: BaseException) -> None:
+        self.stage_id, self.plugin, self.cause = stage_id, plugin, cause
+        super().__init__(f"stage {stage_id!r} (plugin {plugin!r}) failed: "
+                         f"{type(cause).__name__}: {cause}")

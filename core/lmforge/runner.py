@@ -1,0 +1,343 @@
+"""The pipeline runner: stage folders, manifests, content-addressed reuse, resume.
+
+Every stage works in ``<run_dir>/<stage_id>/``:
+
+* ``manifest.json`` — written atomically; ``status`` is ``running``, ``complete``, ``failed`` or
+  ``interrupted``. Only a ``complete`` manifest makes the stage's outputs usable.
+* ``outputs/<name>/`` — the artifacts; ``checkpoints/`` — resumable state; ``metrics.jsonl``.
+
+A stage's **key** is a hash of its plugin (name, distribution, version), kind, config, the
+pipeline seed and the content hashes of its input artifacts. A stage whose manifest is complete
+with the same key is reused. A stage whose previous attempt (same key) did not complete is run
+again with ``ctx.resumed = True`` and its checkpoints kept; with a different key the folder is
+cleared first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge._version import __version__
+from lmforge.checkpoint import CheckpointStore
+from lmforge.errors import LmforgeError, StageFailed, StageInputError
+from lmforge.fsutil import atomic_write_text, hash_dir
+from lmforge.plugins import PluginManager
+from lmforge.progress import Progress
+from lmforge.spec.validate import StagePlan, ValidatedPipeline
+from lmforge.stages import Artifact, StageContext
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def resolve_run_dir(pipeline: ValidatedPipeline, override: str | None = None) -> Path:
+    spec = pipeline.spec
+    raw = override or spec.run_dir or f"runs/{spec.name}"
+    return Path(raw).expanduser().resolve()
+
+
+def stage_seed(seed: int, stage_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{stage_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def stage_key(plan: StagePlan, seed: int, inputs: Mapping[str, Artifact]) -> str:
+    c = plan.component
+    doc = {
+        "kind": c.kind, "plugin": c.name, "distribution": c.distribution, "version": c.version,
+        "config": plan.config.model_dump(mode="json"), "seed": seed,
+        "inputs": {slot: a.hash for slot, a in sorted(inputs.items())},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_dir / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # only the main process writes manifests
+    atomic_write_text(stage_dir / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def artifacts_from_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> dict[str, Artifact]:
+    out = {}
+    for name, rec in manifest.get("outputs", {}).items():
+        path = stage_dir / rec["path"]
+        meta_file = path / "artifact.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        out[name] = Artifact(kind=rec["kind"], path=path, hash=rec["hash"],
+                             stage_id=manifest["stage_id"], meta=meta)
+    return out
+
+
+@dataclass
+class StageOutcome:
+    stage_id: str
+    plugin: str
+    status: str  # complete | reused | failed | interrupted | skipped
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    stages: list[StageOutcome]
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage_id for s in self.stages if s.status == "complete"]
+
+
+@dataclass
+class StageStatus:
+    """What ``plan`` or ``run`` would do with a stage, given what is on disk."""
+
+    action: str  # reuse | run | resume
+    key: str | None
+    reason: str
+
+
+class Runner:
+    """Runs a validated pipeline (see the module docstring)."""
+
+    def __init__(self, pipeline: ValidatedPipeline, plugins: PluginManager, *,
+                 run_dir: Path | None = None, progress: Progress | None = None,
+                 force: set[str] | None = None) -> None:
+        self.pipeline = pipeline
+        self.plugins = plugins
+        self.run_dir = run_dir or resolve_run_dir(pipeline)
+        self.progress = progress or Progress(enabled=False)
+        self.force = set(force or ())
+        unknown = self.force - {s.id for s in pipeline.stages}
+        if unknown:
+            raise LmforgeError(f"--force names unknown stage(s): {', '.join(sorted(unknown))}")
+
+    # -- selection -------------------------------------------------------------------------
+    def select(self, only: str | None = None, until: str | None = None) -> list[StagePlan]:
+        ids = {s.id for s in self.pipeline.stages}
+        for opt, value in (("--only", only), ("--until", until)):
+            if value is not None and value not in ids:
+                raise LmforgeError(f"{opt} names unknown stage {value!r}; stages: "
+                                   f"{', '.join(s.id for s in self.pipeline.stages)}")
+        if only:
+            return [self.pipeline.stage(only)]
+        if until:
+            keep = self.pipeline.upstream(until) | {until}
+            return [s for s in self.pipeline.stages if s.id in keep]
+        return list(self.pipeline.stages)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, plan: StagePlan, inputs: Mapping[str, Artifact] | None) -> StageStatus:
+        if inputs is None:
+            return StageStatus("run", None, "an input will be (re)built first")
+        key = stage_key(plan, self.pipeline.spec.seed, inputs)
+        stage_dir = self.run_dir / plan.id
+        manifest = read_manifest(stage_dir)
+        if plan.id in self.force:
+            return StageStatus("run", key, "forced")
+        if manifest is None:
+            return StageStatus("run", key, "not run yet")
+        if manifest.get("key") != key:
+            return StageStatus("run", key, "config, plugin or inputs changed")
+        if manifest.get("status") == "complete":
+            missing = [n for n, rec in manifest.get("outputs", {}).items()
+                       if not (stage_dir / rec["path"]).exists()]
+            if missing:
+                return StageStatus("run", key, f"outputs missing on disk: {', '.join(missing)}")
+            return StageStatus("reuse", key, "unchanged")
+        return StageStatus("resume", key, f"previous attempt {manifest.get('status')}")
+
+    def existing_artifacts(self, stage_id: str) -> dict[str, Artifact] | None:
+        """The outputs of a complete stage on disk, if any."""
+        stage_dir = self.run_dir / stage_id
+        manifest = read_manifest(stage_dir)
+        if manifest and manifest.get("status") == "complete":
+            return artifacts_from_manifest(stage_dir, manifest)
+        return None
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self, only: str | None = None, until: str | None = None) -> RunResult:
+        selected = self.select(only, until)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        produced: dict[str, dict[str, Artifact]] = {}
+        outcomes: list[StageOutcome] = []
+        trackers = self._start_trackers()
+        status = "complete"
+        run_id = hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:12]
+        self.plugins.call_lifecycle("lmforge_pipeline_start", pipeline=self.pipeline.spec,
+                                    run_dir=self.run_dir, run_id=run_id)
+        try:
+            for plan in selected:
+                inputs = self._inputs_for(plan, produced)
+                outcome, artifacts = self._run_stage(plan, inputs)
+                outcomes.append(outcome)
+                produced[plan.id] = artifacts
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except LmforgeError:
+            status = "failed"
+            raise
+        finally:
+            summary = {o.stage_id: {"status": o.status, "seconds": round(o.seconds, 2),
+                                    **o.metrics} for o in outcomes}
+            self.plugins.call_lifecycle("lmforge_pipeline_end", run_dir=self.run_dir,
+                                        status=status, summary=summary)
+            for name in trackers:
+                self.plugins.unregister(name)
+        return RunResult(run_dir=self.run_dir, status=status, stages=outcomes)
+
+    def _start_trackers(self) -> list[str]:
+        names = []
+        for i, cfg in enumerate(self.pipeline.spec.trackers):
+            component = self.plugins.get_component("tracker", cfg.type)
+            tracker = component.load_factory()(cfg, run_dir=self.run_dir)
+            name = f"tracker-{i}-{cfg.type}"
+            self.plugins.pm.register(tracker, name=name)
+            names.append(name)
+        return names
+
+    def _inputs_for(self, plan: StagePlan, produced: dict[str, dict[str, Artifact]]
+                    ) -> dict[str, Artifact]:
+        inputs = {}
+        for slot, (src, out_name) in plan.inputs.items():
+            artifacts = produced.get(src) or self.existing_artifacts(src)
+            if not artifacts or out_name not in artifacts:
+                raise LmforgeError(f"stage {plan.id!r} needs {src}.{out_name}, which has not been "
+                                   f"built yet in {self.run_dir}; run without --only first")
+            inputs[slot] = artifacts[out_name]
+        return inputs
+
+    def _run_stage(self, plan: StagePlan, inputs: dict[str, Artifact]
+                   ) -> tuple[StageOutcome, dict[str, Artifact]]:
+        st = self.status(plan, inputs)
+        stage_dir = self.run_dir / plan.id
+        c = plan.component
+        if st.action == "reuse":
+            manifest = read_manifest(stage_dir) or {}
+            self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id, status="reused",
+                                        manifest=manifest)
+            return (StageOutcome(plan.id, c.name, "reused", manifest.get("seconds", 0.0),
+                                 dict(manifest.get("metrics", {}))),
+                    artifacts_from_manifest(stage_dir, manifest))
+        resumed = st.action == "resume"
+        if not resumed and stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        config_json = plan.config.model_dump(mode="json")
+        manifest: dict[str, Any] = {
+            "manifest_version": MANIFEST_VERSION, "stage_id": plan.id,
+            "kind": c.stage_kind, "plugin": c.name, "distribution": c.distribution,
+            "plugin_version": c.version, "lmforge_version": __version__,
+            "config": config_json,
+            "config_hash": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode())
+            .hexdigest(),
+            "key": st.key, "seed": stage_seed(self.pipeline.spec.seed, plan.id),
+            "inputs": {slot: {"stage": a.stage_id, "kind": a.kind, "hash": a.hash,
+                              "path": str(a.path)} for slot, a in inputs.items()},
+            "outputs": {}, "metrics": {}, "status": "running", "resumed": resumed,
+            "started": time.time(),
+        }
+        _write_manifest(stage_dir, manifest)
+        ctx = StageContext(
+            stage_id=plan.id, component=c, stage_dir=stage_dir, inputs=inputs,
+            outputs=plan.outputs, plugins=self.plugins, seed=manifest["seed"], resumed=resumed,
+            progress=self.progress,
+            checkpoints=CheckpointStore(stage_dir / "checkpoints"),
+        )
+        ctx.checkpoints._on_saved = ctx.checkpoint_saved
+        self.plugins.call_lifecycle("lmforge_stage_start", stage_id=plan.id, kind=c.stage_kind,
+                                    plugin=c.name, config=config_json, stage_dir=stage_dir,
+                                    resumed=resumed)
+        start = time.monotonic()
+        try:
+            stage = c.load_factory()(plan.config, ctx)
+            stage.check()
+            metrics = dict(stage.run() or {})
+            outputs = {}
+            for name, kind in plan.outputs.items():
+                path = stage_dir / "outputs" / name
+                if not path.is_dir() or not any(path.iterdir()):
+                    raise LmforgeError(f"stage plugin {c.name!r} finished without writing its "
+                                       f"declared output {name!r} ({kind}) to {path}")
+                outputs[name] = {"kind": kind, "path": str(path.relative_to(stage_dir)),
+                                 "hash": hash_dir(path)}
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            manifest.update(status="interrupted" if interrupted else "failed",
+                            error=f"{type(exc).__name__}: {exc}",
+                            seconds=time.monotonic() - start, finished=time.time())
+            _write_manifest(stage_dir, manifest)
+            self.plugins.call_lifecycle("lmforge_failure", stage_id=plan.id, error=exc)
+            self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id,
+                                        status=manifest["status"], manifest=manifest)
+            if interrupted or isinstance(exc, (StageFailed, SystemExit)):
+                raise
+            if isinstance(exc, StageInputError):
+                raise StageFailed(plan.id, c.name, exc) from exc
+            raise StageFailed(plan.id, c.name, exc) from exc
+        seconds = time.monotonic() - start
+        manifest.update(status="complete", outputs=outputs, metrics=_jsonable(metrics),
+                        seconds=seconds, finished=time.time())
+        _write_manifest(stage_dir, manifest)
+        self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id, status="complete",
+                                    manifest=manifest)
+        return (StageOutcome(plan.id, c.name, "complete", seconds, manifest["metrics"]),
+                artifacts_from_manifest(stage_dir, manifest))
+
+    # -- plan ------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[StagePlan, StageStatus, dict[str, Any]]]:
+        """For each stage: what ``run`` would do, and the plugin's estimates."""
+        rows = []
+        will_build: set[str] = set()
+        known: dict[str, dict[str, Artifact]] = {}
+        configs = {s.id: s.config for s in self.pipeline.stages}
+        for plan in self.pipeline.stages:
+            inputs: dict[str, Artifact] | None = {}
+            for slot, (src, out_name) in plan.inputs.items():
+                if src in will_build or src not in known or out_name not in known[src]:
+                    inputs = None
+                    break
+                inputs[slot] = known[src][out_name]  # type: ignore[index]
+            st = self.status(plan, inputs)
+            if st.action == "reuse":
+                known[plan.id] = self.existing_artifacts(plan.id) or {}
+            else:
+                will_build.add(plan.id)
+            estimate: dict[str, Any] = {}
+            fn = getattr(plan.config, "estimate", None)
+            if callable(fn):
+                upstream = {slot: configs[src] for slot, (src, _) in plan.inputs.items()}
+                try:
+                    estimate = dict(fn(upstream) or {})
+                except Exception as exc:  # noqa: BLE001 - an estimate must never break plan
+                    estimate = {"estimate error": str(exc)}
+            rows.append((plan, st, estimate))
+        return rows
+
+
+def _jsonable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in metrics.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = float(v) if hasattr(v, "__float__") else str(v)
+    return out

@@ -1,0 +1,201 @@
+"""Assemble the spec's pydantic models from the installed components.
+
+Each component's config model is copied into a derived model in which every ``Slot(kind)``
+field becomes a discriminated union (on ``type``) of the installed components of that kind, and
+non-stage components get a ``type: Literal[name]`` field. Stage components become variants
+``{id, kind, plugin, inputs, config}`` of a union discriminated first by ``kind``, then by
+``plugin``. The result validates a whole pipeline and emits one JSON Schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import operator
+import types
+import typing
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, create_model
+from pydantic.fields import FieldInfo
+
+from lmforge.components import STAGE_KINDS, Component, Config, Slot
+
+if TYPE_CHECKING:
+    from lmforge.plugins import PluginManager
+
+STAGE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+
+class StageBase(Config):
+    """Fields every stage has, whatever its plugin."""
+
+    id: str = Field(pattern=STAGE_ID_PATTERN,
+                    description="Unique stage id; also the stage's folder under run_dir.")
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Input name -> producing stage id (or 'stage_id.output' when it has several).")
+    description: str = Field(default="", description="Free text, shown by `lmforge plan`.")
+
+
+class PipelineBase(Config):
+    """Top-level pipeline fields."""
+
+    name: str = Field(default="pipeline", description="Name of the pipeline (shown in reports).")
+    run_dir: str = Field(default="", description="Where stage folders go; relative paths are "
+                         "resolved against the current directory. Default: runs/<name>.")
+    seed: int = Field(default=0, description="Base random seed; each stage derives its own.")
+
+
+def _slots(metadata: list[Any]) -> list[Slot]:
+    return [m for m in metadata if isinstance(m, Slot)]
+
+
+class Assembler:
+    """Builds (and caches) derived models for one plugin manager's components."""
+
+    def __init__(self, plugins: PluginManager) -> None:
+        self.plugins = plugins
+        self._models: dict[tuple[str, str], type[Config]] = {}
+        self._nested: dict[type, type] = {}
+        self._pipeline: type[Config] | None = None
+
+    # -- component models ------------------------------------------------------------------
+    def component_model(self, component: Component) -> type[Config]:
+        key = (component.kind, component.name)
+        if key not in self._models:
+            extra: dict[str, Any] = {}
+            if component.stage_kind is None:
+                extra["type"] = (Literal[component.name],  # type: ignore[valid-type]
+                                 Field(description=f"Selects the {component.kind} "
+                                                   f"{component.name!r}."))
+            self._models[key] = self._derive(component.config, extra,
+                                             name=_model_name(component))
+        return self._models[key]
+
+    def slot_union(self, kind: str) -> Any:
+        members = [self.component_model(c) for c in self.plugins.components(kind)]
+        if not members:
+            return _NoneInstalled(kind).annotation()
+        if len(members) == 1:
+            return members[0]
+        return Annotated[Union[tuple(members)], Field(discriminator="type")]  # noqa: UP007
+
+    def _derive(self, model: type[BaseModel], extra: dict[str, Any], name: str) -> type[Config]:
+        fields: dict[str, Any] = dict(extra)
+        for fname, info in model.model_fields.items():
+            slots = _slots(info.metadata)
+            if slots:
+                new_ann = self.slot_union(slots[0].kind)
+            else:
+                new_ann = self._rewrite(info.annotation)
+            if new_ann is info.annotation and not slots:
+                continue
+            new_info = copy.copy(info)
+            new_info.metadata = [m for m in info.metadata if not isinstance(m, Slot)]
+            if slots and info.default is not None and isinstance(info.default, dict):
+                new_info.validate_default = True
+            fields[fname] = (new_ann, new_info)
+        if not fields:
+            return model  # type: ignore[return-value]
+        return create_model(name, __base__=model, __module__=model.__module__, **fields)
+
+    def _rewrite(self, tp: Any) -> Any:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            base, *meta = typing.get_args(tp)
+            slots = _slots(meta)
+            if slots:
+                return self.slot_union(slots[0].kind)
+            new = self._rewrite(base)
+            return tp if new is base else Annotated[(new, *meta)]  # type: ignore[misc]
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            new_args = tuple(self._rewrite(a) for a in args)
+            if all(a is b for a, b in zip(args, new_args)):
+                return tp
+            return functools.reduce(operator.or_, new_args) if origin is types.UnionType \
+                else Union[new_args]  # noqa: UP007
+        if origin in (list, dict, tuple, set, frozenset, typing.Literal) or origin is not None:
+            args = typing.get_args(tp)
+            if origin is Literal or not args:
+                return tp
+            new_args = tuple(self._rewrite(a) for a in args)
+            if all(a is b for a, b in zip(args, new_args)):
+                return tp
+            return origin[new_args] if len(new_args) > 1 else origin[new_args[0]]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp not in self._nested:
+                self._nested[tp] = tp  # guards recursion
+                self._nested[tp] = self._derive(tp, {}, name=tp.__name__)
+            return self._nested[tp]
+        return tp
+
+    # -- stages and pipeline -------------------------------------------------------------------
+    def stage_model(self, component: Component) -> type[Config]:
+        config_model = self.component_model(component)
+        try:
+            config_model()
+            config_field: Any = (config_model, Field(default_factory=config_model))
+        except Exception:  # noqa: BLE001 - required fields: config must be given
+            config_field = (config_model, ...)
+        return create_model(
+            f"{_model_name(component)}Stage", __base__=StageBase,
+            kind=(Literal[component.stage_kind], ...),  # type: ignore[valid-type]
+            plugin=(Literal[component.name],  # type: ignore[valid-type]
+                    Field(description=f"{component.description or component.name} "
+                                      f"[{component.distribution}]")),
+            config=config_field)
+
+    def stage_union(self) -> Any:
+        by_kind = []
+        for kind in STAGE_KINDS:
+            variants = [self.stage_model(c) for c in self.plugins.components(f"stage:{kind}")]
+            if not variants:
+                continue
+            by_kind.append(variants[0] if len(variants) == 1 else
+                           Annotated[Union[tuple(variants)], Field(discriminator="plugin")])  # noqa: UP007
+        if not by_kind:
+            return _NoneInstalled("stage").annotation()
+        if len(by_kind) == 1:
+            return by_kind[0]
+        return Annotated[Union[tuple(by_kind)], Field(discriminator="kind")]  # noqa: UP007
+
+    def pipeline_model(self) -> type[Config]:
+        if self._pipeline is None:
+            tracker = self.slot_union("tracker")
+            self._pipeline = create_model(
+                "Pipeline", __base__=PipelineBase,
+                trackers=(list[tracker], Field(  # type: ignore[valid-type]
+                    default_factory=list, description="Trackers for this run, e.g. "
+                    "[{type: wandb, project: my-project}]. Metrics always go to each stage's "
+                    "metrics.jsonl and the console.")),
+                stages=(list[self.stage_union()],  # type: ignore[misc]
+                        Field(min_length=1, description="The stages, in any order; they run "
+                              "in the order their inputs require.")))
+        return self._pipeline
+
+
+class _NoneInstalled:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def annotation(self) -> Any:
+        from pydantic import AfterValidator
+
+        kind = self.kind
+
+        def fail(_: Any) -> Any:
+            raise ValueError(f"no {kind} component is installed")
+
+        return Annotated[dict, AfterValidator(fail)]
+
+
+def _model_name(c: Component) -> str:
+    parts = [p for p in c.kind.replace(":", "-").split("-") + c.name.replace("_", "-").split("-")
+             if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts)
+
+
+def field_info(model: type[BaseModel], name: str) -> FieldInfo | None:
+    return model.model_fields.get(name)

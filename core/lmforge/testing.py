@@ -1,0 +1,138 @@
+"""Helpers for testing lmforge plugins, first- or third-party.
+
+* :func:`plugin_manager` — a manager with exactly the plugins you pass (no installation needed);
+  ``autoload=True`` adds the installed entry points.
+* :func:`validate_spec` / :func:`run_spec` — validate or run a spec given as a dict or YAML text.
+* :func:`check_plugin` — the conformance check plugin authors run on their package; returns a
+  list of problems (empty when the plugin conforms). ``assert not check_plugin(my_plugin)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from lmforge import hookspecs
+from lmforge.components import STAGE_KINDS, Component, Config
+from lmforge.plugins import PluginManager
+from lmforge.progress import Progress
+
+
+def plugin_manager(*plugins: Any, autoload: bool = False, modules: Iterable[str] = ()
+                   ) -> PluginManager:
+    """A :class:`PluginManager` with ``plugins`` (modules or objects) registered in-process."""
+    pm = PluginManager.load(autoload=autoload, modules=list(modules), trace=False)
+    for i, p in enumerate(plugins):
+        name = getattr(p, "__name__", None) or f"{type(p).__name__}-{i}"
+        pm.register(p, name=name, distribution="<test>", version="0")
+    return pm
+
+
+def _located(spec: Mapping[str, Any] | str, file: str = "<test spec>") -> Any:
+    from lmforge.spec.source import load_yaml
+
+    text = spec if isinstance(spec, str) else yaml.safe_dump(dict(spec), sort_keys=False)
+    return load_yaml(text, file)
+
+
+def validate_spec(spec: Mapping[str, Any] | str, plugins: PluginManager,
+                  overrides: Iterable[str] = ()) -> Any:
+    """Validate a spec dict or YAML text; returns the validated pipeline or raises SpecError."""
+    from lmforge.spec.source import apply_overrides
+    from lmforge.spec.validate import validate
+
+    src = _located(spec)
+    if overrides:
+        apply_overrides(src, list(overrides))
+    return validate(src, plugins)
+
+
+def run_spec(spec: Mapping[str, Any] | str, plugins: PluginManager, run_dir: Path, *,
+             overrides: Iterable[str] = (), force: Iterable[str] = (), only: str | None = None,
+             until: str | None = None) -> Any:
+    """Validate and run a spec into ``run_dir``; returns :class:`lmforge.runner.RunResult`."""
+    from lmforge.runner import Runner
+
+    pipeline = validate_spec(spec, plugins, overrides)
+    runner = Runner(pipeline, plugins, run_dir=Path(run_dir), progress=Progress(enabled=False),
+                    force=set(force))
+    return runner.run(only=only, until=until)
+
+
+# -- conformance -------------------------------------------------------------------------------
+def check_plugin(plugin: Any) -> list[str]:
+    """Check a plugin module/object against lmforge's conventions; return the problems found.
+
+    Checks: hook implementations name known hooks with known arguments; components are
+    :class:`Component` records with unique names, a :class:`Config` config model whose JSON
+    Schema can be generated, whose every field has a description or a default documented in the
+    schema, and a factory that can be imported; stage components use a known stage kind and
+    declare outputs.
+    """
+    problems: list[str] = []
+    specs = {n: getattr(hookspecs, n) for n in dir(hookspecs) if n.startswith("lmforge_")}
+    for name, fn in inspect.getmembers(plugin, callable):
+        if not name.startswith("lmforge_"):
+            continue
+        if name not in specs:
+            problems.append(f"{name}: not an lmforge hook (known: {', '.join(sorted(specs))})")
+            continue
+        allowed = set(inspect.signature(specs[name]).parameters)
+        extra = set(inspect.signature(fn).parameters) - allowed
+        if extra:
+            problems.append(f"{name}: unknown argument(s) {sorted(extra)}; the hook passes "
+                            f"{sorted(allowed)}")
+        if not hasattr(fn, f"{hookspecs.PROJECT}_impl"):
+            problems.append(f"{name}: not marked with @lmforge.hookimpl")
+    contribute = getattr(plugin, "lmforge_components", None)
+    components: list[Any] = list(contribute() or []) if callable(contribute) else []
+    seen: set[tuple[str, str]] = set()
+    for c in components:
+        if not isinstance(c, Component):
+            problems.append(f"lmforge_components returned {c!r}, not an lmforge.Component")
+            continue
+        label = f"{c.kind} {c.name!r}"
+        if (c.kind, c.name) in seen:
+            problems.append(f"{label}: contributed twice")
+        seen.add((c.kind, c.name))
+        if not c.name or c.name != c.name.strip() or " " in c.name:
+            problems.append(f"{label}: names must be non-empty without spaces")
+        if not (isinstance(c.config, type) and issubclass(c.config, Config)):
+            problems.append(f"{label}: config must be a subclass of lmforge.Config")
+            continue
+        problems += _check_config_model(label, c.config)
+        if c.stage_kind is not None:
+            if c.stage_kind not in STAGE_KINDS:
+                problems.append(f"{label}: unknown stage kind {c.stage_kind!r}")
+            if not c.outputs:
+                problems.append(f"{label}: a stage must declare its outputs")
+        if not c.description:
+            problems.append(f"{label}: no description (shown by `lmforge plugins list`)")
+        try:
+            c.load_factory()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{label}: factory {c.factory!r} cannot be loaded: "
+                            f"{type(exc).__name__}: {exc}")
+    return problems
+
+
+def _check_config_model(label: str, model: type[BaseModel]) -> list[str]:
+    problems = []
+    if model.model_config.get("extra") != "forbid":
+        problems.append(f"{label}: config model {model.__name__} must forbid unknown keys "
+                        f"(subclass lmforge.Config)")
+    try:
+        json.dumps(model.model_json_schema())
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{label}: config model {model.__name__} has no JSON Schema: {exc}")
+    for fname, info in model.model_fields.items():
+        if not info.description:
+            problems.append(f"{label}: config field {model.__name__}.{fname} has no description "
+                            f"(use Field(description=...))")
+    return problems
