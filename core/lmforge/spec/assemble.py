@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from lmforge.components import STAGE_KINDS, Component, Config, Slot
 
@@ -91,11 +92,7 @@ class Assembler:
                 new_ann = self._rewrite(info.annotation)
             if new_ann is info.annotation and not slots:
                 continue
-            new_info = copy.copy(info)
-            new_info.metadata = [m for m in info.metadata if not isinstance(m, Slot)]
-            if slots and info.default is not None and isinstance(info.default, dict):
-                new_info.validate_default = True
-            fields[fname] = (new_ann, new_info)
+            fields[fname] = (new_ann, _revalidated(info))
         if not fields:
             return model  # type: ignore[return-value]
         return create_model(name, __base__=model, __module__=model.__module__, **fields)
@@ -174,6 +171,32 @@ class Assembler:
                         Field(min_length=1, description="The stages, in any order; they run "
                               "in the order their inputs require.")))
         return self._pipeline
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _revalidated(info: FieldInfo) -> FieldInfo:
+    """A copy of ``info`` whose default is re-validated against the derived annotation.
+
+    Defaults written against the plugin's own model (a base-class instance, or a ``{"type": ...}``
+    dict for a slot) are turned into plain data and validated, so they become derived instances.
+    """
+    new = copy.copy(info)
+    new.metadata = [m for m in info.metadata if not isinstance(m, Slot)]
+    if info.default_factory is not None:
+        factory = info.default_factory
+        new.default_factory = lambda: _dump(factory())  # type: ignore[call-arg,misc]
+        new.validate_default = True
+    elif info.default is not PydanticUndefined and info.default is not None:
+        new.default = _dump(info.default)
+        new.validate_default = True
+    return new
 
 
 class _NoneInstalled:
