@@ -36,12 +36,22 @@ class CausalLM(Protocol):
 
     ``forward(input_ids)`` takes ``input_ids``: LongTensor ``[batch, seq]`` and returns logits
     ``[batch, seq, vocab_size]`` (float). Position ``t`` predicts token ``t + 1``.
+    ``forward(x) == head(hidden(x))``: losses use the two halves to avoid materialising the full
+    logits tensor (see :mod:`lmforge.training.losses`).
     """
 
     vocab_size: int
     max_seq_len: int
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``[batch, seq, dim]`` (after the last norm)."""
+        ...
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Project hidden states ``[..., dim]`` to logits ``[..., vocab_size]``."""
+        ...
 
     def num_parameters(self, non_embedding: bool = False) -> int: ...
 
