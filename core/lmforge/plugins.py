@@ -247,7 +247,8 @@ class PluginManager:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else (
             f"; installed: {', '.join(names)}" if names else "; none is installed")
-        return f"no {label}{hint}"
+        broken = "".join(f"; note: {f.format()} — it may provide it" for f in self.failures)
+        return f"no {label}{hint}{broken}"
 
     def component_config_model(self, kind: str, name: str) -> type[Config]:
         """The component's config model as used in specs: ``Slot`` fields resolved to unions of

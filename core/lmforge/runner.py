@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,14 +285,17 @@ class Runner:
                             error=f"{type(exc).__name__}: {exc}",
                             seconds=time.monotonic() - start, finished=time.time())
             _write_manifest(stage_dir, manifest)
+            log_path = stage_dir / "error.log"
+            log_path.write_text("".join(traceback.format_exception(exc)))
             self.plugins.call_lifecycle("lmforge_failure", stage_id=plan.id, error=exc)
             self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id,
                                         status=manifest["status"], manifest=manifest)
             if interrupted or isinstance(exc, (StageFailed, SystemExit)):
                 raise
-            if isinstance(exc, StageInputError):
-                raise StageFailed(plan.id, c.name, exc) from exc
-            raise StageFailed(plan.id, c.name, exc) from exc
+            failed = StageFailed(plan.id, c.name, exc)
+            if not isinstance(exc, StageInputError):
+                failed.log_path = log_path  # type: ignore[attr-defined]
+            raise failed from exc
         seconds = time.monotonic() - start
         manifest.update(status="complete", outputs=outputs, metrics=_jsonable(metrics),
                         seconds=seconds, finished=time.time())

@@ -1,0 +1,381 @@
+"""The ``lmforge`` command (also ``python -m lmforge``).
+
+Exit codes: 0 success; 1 a stage failed at run time; 2 the spec or the command line is invalid
+(nothing is written to the run directory); 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lmforge._version import __version__
+from lmforge.errors import LmforgeError, PluginError, SpecError, StageFailed
+
+EXIT_OK, EXIT_FAILED, EXIT_SPEC, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+Overrides: KEY=VALUE after the spec sets a value without editing the file. KEY is a stage id
+followed by a path in its config (pretrain.loop.steps=200), a stage field (pretrain.inputs.dataset=
+corpus2) or a top-level key (seed=3, run_dir=runs/try2). VALUE is YAML (200, true, [a, b]).
+
+Plugins: installed plugins are discovered through the entry-point group 'lmforge.plugins'.
+  LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1   load none (use -p to add modules)
+  LMFORGE_PLUGINS=data,models         load only these entry points
+  LMFORGE_TRACE_HOOKS=1               print every hook call
+"""
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _plugin_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("plugin options")
+    g.add_argument("-p", "--plugin", dest="plugin_modules", action="append", default=[],
+                   metavar="MODULE", help="also load this importable module as a plugin "
+                   "(an in-house plugin that is not packaged); repeatable")
+    g.add_argument("--no-autoload", action="store_true", default=None,
+                   help="do not load installed plugins (as LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1)")
+    g.add_argument("--plugins", dest="allow", metavar="NAMES",
+                   help="comma-separated allow-list of installed plugins (entry-point names)")
+    g.add_argument("--trace-hooks", action="store_true", default=None,
+                   help="print every hook call and its result to stderr")
+    return p
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", type=Path, help="pipeline spec (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides (see below)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _plugin_options()
+    parser = argparse.ArgumentParser(
+        prog="lmforge", description="Train language models end to end from one pipeline spec: "
+        "data, tokenizer, pre-training, fine-tuning, alignment, evaluation, export.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", parents=[common], epilog=EPILOG, formatter_class=fmt,
+                         help="run a pipeline (reuses unchanged stages, resumes interrupted ones)",
+                         description="Run the stages of SPEC in dependency order. A stage whose "
+                         "config, plugin version and inputs are unchanged is reused; an "
+                         "interrupted stage resumes from its last checkpoint.")
+    _spec_args(run)
+    run.add_argument("--run-dir", help="run directory (default: the spec's run_dir, or "
+                     "runs/<name>)")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE",
+                     help="rerun STAGE even if it could be reused (repeatable)")
+    sel = run.add_mutually_exclusive_group()
+    sel.add_argument("--only", metavar="STAGE", help="run only STAGE (its inputs must exist)")
+    sel.add_argument("--until", metavar="STAGE", help="run STAGE and what it depends on")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    val = sub.add_parser("validate", parents=[common], epilog=EPILOG, formatter_class=fmt,
+                         help="check a spec and report every error with file:line",
+                         description="Validate SPEC (and overrides) against the installed "
+                         "plugins without running anything. Exit code 2 if invalid.")
+    _spec_args(val)
+
+    plan = sub.add_parser("plan", parents=[common], epilog=EPILOG, formatter_class=fmt,
+                          help="show the stage graph, what would be reused, and estimates",
+                          description="Print the DAG of SPEC, which stages `run` would reuse "
+                          "or run, and the estimates plugins give (parameters, tokens, FLOPs).")
+    _spec_args(plan)
+    plan.add_argument("--run-dir", help="run directory to compare with")
+
+    schema = sub.add_parser("schema", parents=[common], help="print the JSON Schema of specs",
+                            description="Print one JSON Schema covering every installed "
+                            "plugin's config (for editors: yaml-language-server).")
+    schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list and inspect plugins",
+                             description="Inspect installed plugins and the plugin catalog.")
+    psub = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
+    pl = psub.add_parser("list", parents=[common], help="installed plugins, failures, and "
+                         "catalog plugins you could install")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pi = psub.add_parser("info", parents=[common], help="components and config of one plugin "
+                         "or component")
+    pi.add_argument("name", help="plugin (entry-point) name, or component name")
+
+    newp = sub.add_parser("new-plugin", help="write a new plugin package to start from",
+                          description="Write the package lmforge-NAME (pyproject with the entry "
+                          "point, a working example component, tests) into DIR.")
+    newp.add_argument("name", help="plugin name, e.g. my-filters")
+    newp.add_argument("--dir", type=Path, default=None,
+                      help="where to create it (default: ./lmforge-NAME)")
+    newp.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    return parser
+
+
+def _load_plugins(args: argparse.Namespace) -> Any:
+    from lmforge.plugins import PluginManager
+
+    allow = [n.strip() for n in args.allow.split(",") if n.strip()] if args.allow else None
+    return PluginManager.load(autoload=False if args.no_autoload else None, allow=allow,
+                              modules=args.plugin_modules, trace=args.trace_hooks)
+
+
+def _warn_failures(pm: Any, console: Any) -> None:
+    for f in pm.failures:
+        console.print(f"[yellow]warning:[/] {f.format()}", markup=True)
+
+
+def _print_spec_error(exc: SpecError, console: Any) -> None:
+    n = len(exc.issues)
+    console.print(f"[red bold]{n} error{'s' if n != 1 else ''} in the spec:[/]")
+    for issue in exc.issues:
+        console.print(f"  {issue.format()}", markup=False)
+
+
+def _validated(args: argparse.Namespace, pm: Any) -> Any:
+    from lmforge.spec.validate import load_and_validate
+
+    return load_and_validate(str(args.spec), pm, list(args.overrides))
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    pipeline = _validated(args, pm)
+    ids = ", ".join(s.id for s in pipeline.stages)
+    console.print(f"[green]ok[/]: {args.spec} is valid — {len(pipeline.stages)} stages "
+                  f"({ids})")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    from rich.table import Table
+
+    from lmforge.runner import Runner, resolve_run_dir
+
+    pipeline = _validated(args, pm)
+    runner = Runner(pipeline, pm, run_dir=resolve_run_dir(pipeline, args.run_dir))
+    out = _console(stderr=False)
+    table = Table(title=f"{pipeline.spec.name}: {runner.run_dir}", show_lines=False)
+    for col in ("stage", "kind / plugin", "inputs", "action", "estimates"):
+        table.add_column(col)
+    for plan, status, estimate in runner.plan():
+        inputs = ", ".join(f"{slot}←{src}" + (f".{o}" if len(pipeline.stage(src).outputs) > 1
+                                              else "") for slot, (src, o) in plan.inputs.items())
+        colour = {"reuse": "green", "resume": "yellow"}.get(status.action, "cyan")
+        est = ", ".join(f"{k}={_human(v)}" for k, v in estimate.items())
+        table.add_row(plan.id, f"{plan.component.stage_kind} / {plan.component.name}",
+                      inputs or "—", f"[{colour}]{status.action}[/] ({status.reason})", est or "—")
+    out.print(table)
+    return EXIT_OK
+
+
+def _human(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    from lmforge.progress import Progress
+    from lmforge.runner import Runner, resolve_run_dir
+
+    pipeline = _validated(args, pm)
+    runner = Runner(pipeline, pm, run_dir=resolve_run_dir(pipeline, args.run_dir),
+                    progress=Progress(enabled=not args.quiet), force=set(args.force))
+    console.print(f"[bold]{pipeline.spec.name}[/] → {runner.run_dir}")
+    try:
+        result = runner.run(only=args.only, until=args.until)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished stages are kept; run the same command "
+                      "again to resume")
+        return EXIT_INTERRUPTED
+    _summary(result, console)
+    if not result.ran:
+        console.print("nothing to do: every stage was reused (use --force STAGE to rerun one)")
+    return EXIT_OK
+
+
+def _summary(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="summary")
+    for col in ("stage", "plugin", "status", "seconds", "metrics"):
+        table.add_column(col)
+    for s in result.stages:
+        metrics = ", ".join(f"{k}={_human(v)}" for k, v in list(s.metrics.items())[:6])
+        colour = "green" if s.status == "complete" else "dim"
+        table.add_row(s.stage_id, s.plugin, f"[{colour}]{s.status}[/]", f"{s.seconds:.1f}",
+                      metrics)
+    console.print(table)
+
+
+def cmd_schema(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    pm.check_usable()
+    schema = pm.assembler().pipeline_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "lmforge pipeline"
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.output:
+        from lmforge.fsutil import atomic_write_text
+
+        atomic_write_text(args.output, text)
+        console.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def plugins_report(pm: Any) -> dict[str, Any]:
+    """What ``plugins list`` shows, as data (also its ``--json`` output)."""
+    from lmforge.catalog import load_catalog
+
+    installed = {p.distribution for p in pm.plugins.values()} | {f.distribution for f in pm.failures}
+    names = set(pm.plugins) | {f.name for f in pm.failures}
+    available = [e for e in load_catalog() if e.distribution not in installed
+                 and not (set(e.entry_points) & names)]
+    return {
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
+                     "module": p.module,
+                     "components": [f"{c.kind}/{c.name}" for c in p.components]}
+                    for p in sorted(pm.plugins.values(), key=lambda p: p.name)],
+        "failures": [f.__dict__ for f in pm.failures],
+        "conflicts": list(pm.conflicts),
+        "available": [{"distribution": e.distribution, "requirement": e.requirement,
+                       "description": e.description,
+                       "components": [f"{c.kind}/{c.name}" for c in e.components]}
+                      for e in available],
+    }
+
+
+def cmd_plugins(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    if args.plugins_command == "info":
+        return _plugins_info(args.name, pm)
+    report = plugins_report(pm)
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return EXIT_OK
+    from rich.table import Table
+
+    out = _console(stderr=False)
+    table = Table(title="installed plugins")
+    for col in ("plugin", "distribution", "version", "components"):
+        table.add_column(col)
+    for p in report["plugins"]:
+        table.add_row(p["name"], p["distribution"], p["version"], ", ".join(p["components"]))
+    out.print(table)
+    for f in pm.failures:
+        out.print(f"[red]failed[/]: {f.format()}", markup=True)
+    for c in report["conflicts"]:
+        out.print(f"[red]conflict[/]: {c}", markup=True)
+    if report["available"]:
+        avail = Table(title="in the catalog, not installed")
+        for col in ("distribution", "install with", "components"):
+            avail.add_column(col)
+        for a in report["available"]:
+            avail.add_row(a["distribution"], f"pip install '{a['requirement']}'",
+                          ", ".join(a["components"]))
+        out.print(avail)
+    return EXIT_OK
+
+
+def _plugins_info(name: str, pm: Any) -> int:
+    from rich.table import Table
+
+    out = _console(stderr=False)
+    if name in pm.plugins:
+        info = pm.plugins[name]
+        out.print(f"[bold]{info.name}[/] — {info.distribution} {info.version} ({info.module})")
+        components = list(info.components)
+    else:
+        components = [c for c in pm.components() if c.name == name]
+        if not components:
+            import difflib
+
+            options = list(pm.plugins) + [c.name for c in pm.components()]
+            close = difflib.get_close_matches(name, options, n=1)
+            raise PluginError(f"no plugin or component named {name!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    for c in components:
+        out.print(f"\n[bold]{c.kind}[/] [cyan]{c.name}[/] — {c.description} "
+                  f"[dim]({c.plugin}, {c.distribution} {c.version})[/]")
+        if c.stage_kind:
+            ins = ", ".join(f"{k} ({' | '.join(v.accepts)}{'' if v.required else ', optional'})"
+                            for k, v in c.inputs.items())
+            outs = c.outputs if isinstance(c.outputs, dict) else "depends on config"
+            out.print(f"  inputs: {ins or 'none'}\n  outputs: {outs}")
+        model = pm.component_config_model(c.kind, c.name)
+        table = Table(show_header=True, box=None, padding=(0, 2))
+        for col in ("key", "type", "default", "description"):
+            table.add_column(col)
+        for fname, f in model.model_fields.items():
+            default = "required" if f.is_required() else repr(
+                f.default_factory() if f.default_factory else f.default)  # type: ignore[call-arg]
+            table.add_row(fname, _type_name(f.annotation), default[:40], f.description or "")
+        out.print(table)
+    return EXIT_OK
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) if isinstance(tp, type) else None
+    text = text or str(tp).replace("typing.", "")
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+def cmd_new_plugin(args: argparse.Namespace, console: Any) -> int:
+    from lmforge.scaffold import create_plugin
+
+    dest = args.dir or Path.cwd() / f"lmforge-{args.name}"
+    root = create_plugin(args.name, dest, force=args.force)
+    console.print(f"wrote plugin package {root}\n  next: pip install -e {root} && "
+                  f"pytest {root / 'tests'} && lmforge plugins list")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = _console()
+    if args.command is None:
+        parser.print_help()
+        return EXIT_SPEC
+    if args.command == "plugins" and args.plugins_command is None:
+        args.plugins_command = "list"
+    try:
+        if args.command == "new-plugin":
+            return cmd_new_plugin(args, console)
+        pm = _load_plugins(args)
+        if args.command != "plugins":
+            _warn_failures(pm, console)
+        handler = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan,
+                   "schema": cmd_schema, "plugins": cmd_plugins}[args.command]
+        return handler(args, pm, console)
+    except SpecError as exc:
+        _print_spec_error(exc, console)
+        return EXIT_SPEC
+    except StageFailed as exc:
+        console.print(f"[red bold]error:[/] {exc}", markup=True)
+        log = getattr(exc, "log_path", None)
+        if log:
+            console.print(f"  traceback: {log}")
+        console.print("  earlier stages' outputs are kept; fix the cause and run again")
+        return EXIT_FAILED
+    except PluginError as exc:
+        console.print(f"[red bold]plugin error:[/] {exc}", markup=True)
+        return EXIT_SPEC
+    except LmforgeError as exc:
+        console.print(f"[red bold]error:[/] {exc}", markup=True)
+        return EXIT_SPEC if args.command in ("validate", "plan", "schema") else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
