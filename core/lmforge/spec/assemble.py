@@ -92,7 +92,16 @@ class Assembler:
                 new_ann = self._rewrite(info.annotation)
             if new_ann is info.annotation and not slots:
                 continue
-            fields[fname] = (new_ann, _revalidated(info))
+            new_info = _revalidated(info)
+            if typing.get_origin(new_ann) is Annotated:
+                # A FieldInfo given to create_model wins over Field() metadata inside Annotated,
+                # so carry the union's discriminator over explicitly.
+                base, *meta = typing.get_args(new_ann)
+                for m in meta:
+                    if isinstance(m, FieldInfo) and m.discriminator:
+                        new_info.discriminator = m.discriminator
+                        new_ann = base
+            fields[fname] = (new_ann, new_info)
         if not fields:
             return model  # type: ignore[return-value]
         return create_model(name, __base__=model, __module__=model.__module__, **fields)

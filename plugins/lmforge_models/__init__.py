@@ -1,0 +1,1 @@
+"""First-party model architectures for lmforge (``dense``: a Llama-family decoder)."""
