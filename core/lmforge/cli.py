@@ -36,17 +36,26 @@ def _console(stderr: bool = True) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _plugin_options() -> argparse.ArgumentParser:
+def _plugin_options(top: bool) -> argparse.ArgumentParser:
+    """Plugin options, accepted before or after the subcommand.
+
+    Sub-command copies default to SUPPRESS so they don't overwrite values given before the
+    subcommand (argparse applies subparser defaults last).
+    """
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("plugin options")
-    g.add_argument("-p", "--plugin", dest="plugin_modules", action="append", default=[],
+    g.add_argument("-p", "--plugin", dest="plugin_modules", action="append",
+                   default=[] if top else argparse.SUPPRESS,
                    metavar="MODULE", help="also load this importable module as a plugin "
                    "(an in-house plugin that is not packaged); repeatable")
-    g.add_argument("--no-autoload", action="store_true", default=None,
+    g.add_argument("--no-autoload", action="store_true",
+                   default=None if top else argparse.SUPPRESS,
                    help="do not load installed plugins (as LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1)")
     g.add_argument("--plugins", dest="allow", metavar="NAMES",
+                   default=None if top else argparse.SUPPRESS,
                    help="comma-separated allow-list of installed plugins (entry-point names)")
-    g.add_argument("--trace-hooks", action="store_true", default=None,
+    g.add_argument("--trace-hooks", action="store_true",
+                   default=None if top else argparse.SUPPRESS,
                    help="print every hook call and its result to stderr")
     return p
 
@@ -57,11 +66,11 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _plugin_options()
+    common = _plugin_options(top=False)
     parser = argparse.ArgumentParser(
         prog="lmforge", description="Train language models end to end from one pipeline spec: "
         "data, tokenizer, pre-training, fine-tuning, alignment, evaluation, export.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_plugin_options(top=True)])
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter

@@ -208,9 +208,20 @@ class PluginManager:
     def call_lifecycle(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook; an exception in one implementation is reported, not raised."""
         caller = getattr(self.pm.hook, name)
-        for impl in reversed(caller.get_hookimpls()):
+        impls = caller.get_hookimpls()
+        if len(impls) <= 1:
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                caller(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - trackers must never fail a run
+                sys.stderr.write(f"warning: hook {name} of plugin {impls[0].plugin_name!r} "
+                                 f"raised {type(exc).__name__}: {exc}\n")
+            return
+        for impl in reversed(impls):
+            # One pluggy call per implementation (so tracing and monitoring still see it), so
+            # that one failing tracker does not stop the others.
+            others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+            try:
+                self.pm.subset_hook_caller(name, remove_plugins=others)(**kwargs)
             except Exception as exc:  # noqa: BLE001 - trackers must never fail a run
                 sys.stderr.write(f"warning: hook {name} of plugin {impl.plugin_name!r} raised "
                                  f"{type(exc).__name__}: {exc}\n")

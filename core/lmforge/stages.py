@@ -155,7 +155,8 @@ class StageContext:
         with self._metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         self._last_metrics.update(clean)
-        self.plugins.hook.lmforge_metrics(stage_id=self.stage_id, step=int(step), metrics=clean)
+        self.plugins.call_lifecycle("lmforge_metrics", stage_id=self.stage_id, step=int(step),
+                                    metrics=clean)
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop metrics records with ``step > after_step`` (used when resuming a checkpoint)."""
@@ -183,4 +184,5 @@ class StageContext:
             yield handle
 
     def checkpoint_saved(self, step: int, path: Path) -> None:
-        self.plugins.hook.lmforge_checkpoint_saved(stage_id=self.stage_id, step=step, path=path)
+        self.plugins.call_lifecycle("lmforge_checkpoint_saved", stage_id=self.stage_id, step=step,
+                                    path=path)

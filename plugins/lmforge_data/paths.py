@@ -1,0 +1,66 @@
+"""Resolving a source's ``path`` (file, glob or list of them) to a sorted list of files."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import sysconfig
+from collections.abc import Sequence
+from pathlib import Path
+
+from lmforge import StageInputError
+
+_GLOB_CHARS = set("*?[")
+
+
+def as_list(path: str | Sequence[str]) -> list[str]:
+    return [path] if isinstance(path, str) else list(path)
+
+
+def substitute(pattern: str) -> str:
+    """Expand ``~`` and the ``{stdlib}`` placeholder (the running Python's standard library)."""
+    if "{stdlib}" in pattern:
+        pattern = pattern.replace("{stdlib}", sysconfig.get_paths()["stdlib"])
+    return os.path.expanduser(pattern)
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in _GLOB_CHARS)
+
+
+def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]:
+    """Files matched by ``path`` (sorted, de-duplicated), minus those matching ``exclude``.
+
+    Raises :class:`StageInputError` naming the pattern when a plain path does not exist or a
+    glob matches no file.
+    """
+    out: list[Path] = []
+    seen: set[str] = set()
+    for raw in as_list(path):
+        pattern = substitute(raw)
+        if is_glob(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            files = [m for m in matches if os.path.isfile(m)]
+            if not files:
+                raise StageInputError(f"glob {raw!r} matches no file (looked for {pattern}); "
+                                      f"check the path and the current directory "
+                                      f"({os.getcwd()})")
+        else:
+            if not os.path.exists(pattern):
+                raise StageInputError(f"file {raw!r} does not exist (resolved to "
+                                      f"{os.path.abspath(pattern)}); fix the path")
+            if os.path.isdir(pattern):
+                raise StageInputError(f"{raw!r} is a folder, not a file; use a glob such as "
+                                      f"'{raw.rstrip('/')}/**/*.<ext>'")
+            files = [pattern]
+        for f in files:
+            posix = Path(f).as_posix()
+            if posix in seen or any(fnmatch.fnmatch(posix, ex) for ex in exclude):
+                continue
+            seen.add(posix)
+            out.append(Path(f))
+    if not out:
+        raise StageInputError(f"every file matched by {as_list(path)} is excluded by "
+                              f"{list(exclude)}; adjust 'exclude'")
+    return out

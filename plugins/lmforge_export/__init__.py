@@ -1,0 +1,1 @@
+"""Export stages: write lmforge models in other ecosystems' formats (``hf``: transformers)."""

@@ -1,0 +1,153 @@
+"""The ``hf`` export stage: transformers loads the folder and agrees with lmforge."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import Field
+
+import lmforge_export.plugin
+import lmforge_models.plugin
+from lmforge import Config, InputSlot, Stage, StageInputError, hookimpl, stage
+from lmforge.chat import encode_chat, load_tokenizer
+from lmforge.modelio import save_model
+from lmforge.testing import check_plugin, plugin_manager, run_spec
+
+transformers = pytest.importorskip("transformers")
+
+
+class FixtureConfig(Config):
+    model_dir: str = Field(description="model artifact to hand on")
+    tokenizer_dir: str = Field(description="tokenizer artifact to hand on")
+
+
+class FixtureStage(Stage):
+    """Copies ready-made model and tokenizer artifacts into its outputs."""
+
+    def run(self) -> dict[str, float]:
+        for name, src in (("model", self.config.model_dir),
+                          ("tokenizer", self.config.tokenizer_dir)):
+            shutil.copytree(src, self.ctx.output_dir(name), dirs_exist_ok=True)
+        return {}
+
+
+class FixturePlugin:
+    @hookimpl
+    def lmforge_components(self) -> list:
+        return [stage("train", "fixture", config=FixtureConfig, factory=FixtureStage,
+                      description="test fixture", inputs={},
+                      outputs={"model": "model", "tokenizer": "tokenizer"})]
+
+
+class NoExportPlugin:
+    """An architecture without hf_config/hf_state_dict."""
+
+    class Cfg(Config):
+        width: int = Field(default=4, description="w")
+
+    @hookimpl
+    def lmforge_components(self) -> list:
+        from lmforge import Component
+        return [Component(kind="architecture", name="plain", config=self.Cfg,
+                          factory=lambda cfg, vocab_size: torch.nn.Linear(cfg.width, vocab_size),
+                          description="test")]
+
+
+def _spec(model_dir: Path, tokenizer_dir: Path) -> dict:
+    return {"name": "export-test", "seed": 0, "stages": [
+        {"id": "src", "kind": "train", "plugin": "fixture",
+         "config": {"model_dir": str(model_dir), "tokenizer_dir": str(tokenizer_dir)}},
+        {"id": "hf", "kind": "export", "plugin": "hf",
+         "inputs": {"model": "src.model", "tokenizer": "src.tokenizer"}, "config": {}},
+    ]}
+
+
+@pytest.mark.parametrize("tie,n_kv", [(False, 2), (True, 4), (True, 1)])
+def test_transformers_loads_export_and_agrees(tmp_path: Path, tokenizer_dir: Path,
+                                              tie: bool, n_kv: int) -> None:
+    pm = plugin_manager(lmforge_models.plugin, lmforge_export.plugin, FixturePlugin())
+    vocab = load_tokenizer(tokenizer_dir).vocab_size
+    arch = pm.component_config_model("architecture", "dense")(
+        type="dense", dim=64, n_layers=2, n_heads=4, n_kv_heads=n_kv, max_seq_len=64,
+        tie_embeddings=tie, rope_theta=5000.0, init_std=0.1)
+    torch.manual_seed(0)
+    from lmforge_models.dense import build
+    model = build(arch, vocab).eval()
+    save_model(tmp_path / "model", model, arch, vocab)
+
+    result = run_spec(_spec(tmp_path / "model", tokenizer_dir), pm, tmp_path / "run")
+    assert result.status == "complete"
+    out = tmp_path / "run" / "hf" / "outputs" / "hf_model"
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["tie_word_embeddings"] is tie and cfg["num_key_value_heads"] == n_kv
+    assert cfg["eos_token_id"] == load_tokenizer(tokenizer_dir).eos_id
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    assert sum(p.numel() for p in hf.parameters()) == model.num_parameters()
+    x = torch.randint(0, vocab, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(x), hf(x).logits
+    assert ours.shape == theirs.shape == (2, 40, vocab)
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_autotokenizer_chat_template_matches_encode_chat(tmp_path: Path,
+                                                         tokenizer_dir: Path) -> None:
+    pm = plugin_manager(lmforge_models.plugin, lmforge_export.plugin, FixturePlugin())
+    tok = load_tokenizer(tokenizer_dir)
+    arch = pm.component_config_model("architecture", "dense")(
+        type="dense", dim=32, n_layers=1, n_heads=2, max_seq_len=64)
+    from lmforge_models.dense import build
+    save_model(tmp_path / "model", build(arch, tok.vocab_size), arch, tok.vocab_size)
+    run_spec(_spec(tmp_path / "model", tokenizer_dir), pm, tmp_path / "run")
+    out = tmp_path / "run" / "hf" / "outputs" / "hf_model"
+
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "How do I train a language model?"},
+        {"role": "assistant", "content": "Start with clean data."},
+        {"role": "user", "content": "And then? café 日本語"},
+        {"role": "assistant", "content": "Tokenizers split text; models predict."},
+    ]
+    ids, mask = encode_chat(tok.tokenizer, messages)
+    hf_ids = hf_tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    assert hf_ids["input_ids"] == ids
+    assert [bool(m) for m in hf_ids["assistant_masks"]] == mask
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert tok.tokenizer.token_to_id("<|end|>") in gen["eos_token_id"]
+
+
+def test_export_rejects_architecture_without_hf_support(tmp_path: Path,
+                                                        tokenizer_dir: Path) -> None:
+    plain = NoExportPlugin()
+    pm = plugin_manager(lmforge_export.plugin, plain, FixturePlugin())
+    cfg = pm.component_config_model("architecture", "plain")(type="plain", width=4)
+    vocab = load_tokenizer(tokenizer_dir).vocab_size
+    save_model(tmp_path / "model", torch.nn.Linear(4, vocab), cfg, vocab)
+    with pytest.raises(Exception) as err:
+        run_spec(_spec(tmp_path / "model", tokenizer_dir), pm, tmp_path / "run")
+    assert isinstance(err.value.__cause__, StageInputError)
+    assert "'plain'" in str(err.value) and "Hugging Face export" in str(err.value)
+
+
+def test_export_checks_vocab_fits(tmp_path: Path, tokenizer_dir: Path) -> None:
+    pm = plugin_manager(lmforge_models.plugin, lmforge_export.plugin, FixturePlugin())
+    arch = pm.component_config_model("architecture", "dense")(
+        type="dense", dim=32, n_layers=1, n_heads=2, max_seq_len=16)
+    from lmforge_models.dense import build
+    save_model(tmp_path / "model", build(arch, 50), arch, 50)
+    with pytest.raises(Exception, match="vocab_size 50"):
+        run_spec(_spec(tmp_path / "model", tokenizer_dir), pm, tmp_path / "run")
+
+
+def test_export_plugin_conforms() -> None:
+    assert check_plugin(lmforge_export.plugin) == []
+    assert InputSlot  # imported for the fixture plugin's type
