@@ -352,7 +352,14 @@ def cmd_new_plugin(args: argparse.Namespace, console: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`run spec -q a.b=1`), which argparse's positional
+    # handling does not allow: collect leftover KEY=VALUE words as overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        bad = [w for w in extra if w.startswith("-") or "=" not in w]
+        if bad or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+        args.overrides = [*args.overrides, *extra]
     console = _console()
     if args.command is None:
         parser.print_help()

@@ -12,7 +12,7 @@ from pydantic import Field
 
 import lmforge_export.plugin
 import lmforge_models.plugin
-from lmforge import Config, InputSlot, Stage, StageInputError, hookimpl, stage
+from lmforge import Config, Stage, StageInputError, hookimpl, stage
 from lmforge.chat import encode_chat, load_tokenizer
 from lmforge.modelio import save_model
 from lmforge.testing import check_plugin, plugin_manager, run_spec
@@ -150,4 +150,3 @@ def test_export_checks_vocab_fits(tmp_path: Path, tokenizer_dir: Path) -> None:
 
 def test_export_plugin_conforms() -> None:
     assert check_plugin(lmforge_export.plugin) == []
-    assert InputSlot  # imported for the fixture plugin's type

@@ -1,0 +1,134 @@
+"""Helpers shared by the stages that train a model (pre-training, SFT, DPO ...).
+
+Input checks that name the stage and the fix, the ``init`` model, the output model artifact and
+an atomic on-disk cache of tokenised arrays (so a resumed stage does not tokenise again).
+Imports numpy at module level; torch only inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lmforge.errors import StageInputError
+from lmforge.fsutil import atomic_replace_dir, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmforge.chat import TokenizerArtifact
+    from lmforge.components import Config
+    from lmforge.stages import StageContext
+
+
+def load_tokenizer_input(ctx: StageContext, slot: str = "tokenizer") -> TokenizerArtifact:
+    from lmforge.chat import load_tokenizer
+
+    return load_tokenizer(ctx.input(slot).path)
+
+
+def check_seq_len(ctx: StageContext, seq_len: int, max_seq_len: int | None, model_desc: str
+                  ) -> None:
+    """Refuse ``loop.seq_len`` longer than the model's ``max_seq_len``."""
+    if max_seq_len is not None and seq_len > max_seq_len:
+        raise StageInputError(
+            f"stage {ctx.stage_id!r}: loop.seq_len ({seq_len}) is longer than the model's "
+            f"max_seq_len ({max_seq_len}, {model_desc}); lower loop.seq_len to at most "
+            f"{max_seq_len} or raise the architecture's max_seq_len")
+
+
+def check_vocab(ctx: StageContext, tokenizer_vocab: int, model_vocab: int, where: str) -> None:
+    if tokenizer_vocab > model_vocab:
+        raise StageInputError(
+            f"stage {ctx.stage_id!r}: the tokenizer ({ctx.input('tokenizer').path}) has "
+            f"{tokenizer_vocab} tokens but the model ({where}) only {model_vocab}; use the "
+            f"tokenizer the model was trained with")
+
+
+def init_model_info(ctx: StageContext, slot: str = "init") -> tuple[dict[str, Any], int, Path]:
+    """``(architecture dict, vocab_size, path)`` of the ``init`` model, read from model.json
+    (cheap: no weights loaded)."""
+    from lmforge.modelio import read_model_json
+
+    art = ctx.input(slot)
+    meta = read_model_json(art.path)
+    return dict(meta["architecture"]), int(meta["vocab_size"]), art.path
+
+
+def load_init_model(ctx: StageContext, slot: str = "init") -> tuple[torch.nn.Module, Config, int]:
+    """Load the ``init`` model on CPU in fp32: ``(module, architecture config, vocab_size)``."""
+    from lmforge.modelio import architecture_config, read_model_json
+
+    path = ctx.input(slot).path
+    arch = architecture_config(path, ctx.plugins)
+    vocab = int(read_model_json(path)["vocab_size"])
+    return ctx.load_model(path), arch, vocab
+
+
+def save_model_output(ctx: StageContext, model: torch.nn.Module, architecture: Config,
+                      vocab_size: int, meta: Mapping[str, Any] | None = None,
+                      name: str = "model") -> None:
+    """Write the ``model`` artifact (weights, model.json, artifact.json with ``meta``)."""
+    from lmforge.modelio import save_model
+
+    out = ctx.output_dir(name)
+    save_model(out, model, architecture, vocab_size)
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    ctx.write_artifact_meta(name, {"architecture": architecture.model_dump(mode="json"),
+                                   "vocab_size": int(vocab_size), "parameters": n_params,
+                                   "stage": ctx.stage_id, **dict(meta or {})})
+
+
+def cached_arrays(folder: Path, build: Callable[[Path], Mapping[str, Any]]
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays cached in ``folder`` (``<name>.npy`` + ``meta.json``), built once.
+
+    ``build(tmp_dir)`` writes ``.npy`` files into ``tmp_dir`` and returns JSON-able meta; the
+    folder is renamed into place only when complete, so an interruption never leaves a cache
+    that looks finished. Arrays come back memory-mapped read-only.
+    """
+    folder = Path(folder)
+    if not (folder / "meta.json").is_file():
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = dict(build(tmp))
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        atomic_replace_dir(tmp, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    arrays = {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
+    return arrays, meta
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+def cache_key(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def upstream_estimate(config: Any, upstream: Mapping[str, Any], arch: Any | None) -> dict[str, Any]:
+    """Light ``plan`` estimate of a training stage: parameters, tokens, training FLOPs.
+
+    ``arch`` is an architecture config with ``num_parameters(vocab_size)`` (or None when
+    unknown); the vocabulary comes from the upstream tokenizer stage's config if it has one.
+    """
+    loop = config.loop
+    tokens = loop.steps * loop.batch_size * loop.grad_accum * loop.seq_len
+    out: dict[str, Any] = {"tokens": tokens}
+    tok_cfg = upstream.get("tokenizer")
+    vocab = getattr(tok_cfg, "vocab_size", None)
+    count = getattr(arch, "num_parameters", None)
+    if vocab is not None and callable(count):
+        n = int(count(vocab))
+        out["parameters"] = n
+        out["train FLOPs"] = 6 * n * tokens
+    return out

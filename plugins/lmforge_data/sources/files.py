@@ -1,0 +1,150 @@
+"""File sources: ``jsonl``, ``parquet`` and ``text``. All stream; none loads a file whole
+(except ``text`` in ``file`` mode, where one file is one document).
+
+Records carry ``_where`` ("<file> line 12", "<file> row 3") for error messages. ``skipped``
+counts what a source passed over, by reason (shown in ``stats.json``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lmforge import StageInputError
+from lmforge_data.paths import as_list, expand
+from lmforge_data.records import WHERE_KEY, remap
+
+
+class _FileSource:
+    kind = "files"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.skipped: Counter[str] = Counter()
+
+    def files(self) -> list[Path]:
+        return expand(self.config.path)
+
+    def check(self) -> None:
+        self.files()
+
+    def describe(self) -> str:
+        paths = as_list(self.config.path)
+        return f"{self.kind}:{paths[0] if len(paths) == 1 else paths}"
+
+    def _remap(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        out = remap(row, self.config.text_field, self.config.fields, where)
+        out[WHERE_KEY] = where
+        return out
+
+
+class JsonlSource(_FileSource):
+    """One JSON object per non-blank line."""
+
+    kind = "jsonl"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in self.files():
+            with open(path, encoding=self.config.encoding) as fh:
+                index = 0
+                try:
+                    for lineno, line in enumerate(fh, start=1):
+                        if not line.strip():
+                            continue
+                        where = f"{path} line {lineno} (record {index})"
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise StageInputError(f"{where}: not valid JSON ({exc.msg} at "
+                                                  f"column {exc.colno}); each line must be one "
+                                                  f"JSON object") from None
+                        if not isinstance(row, dict):
+                            raise StageInputError(f"{where}: expected a JSON object, got "
+                                                  f"{type(row).__name__}")
+                        index += 1
+                        yield self._remap(row, where)
+                except UnicodeDecodeError as exc:
+                    raise StageInputError(f"{path}: not valid {self.config.encoding} ({exc}); "
+                                          f"set the source's 'encoding'") from None
+
+
+class ParquetSource(_FileSource):
+    """Parquet files, read one record batch at a time."""
+
+    kind = "parquet"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        for path in self.files():
+            try:
+                pf = pq.ParquetFile(str(path))
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+                raise StageInputError(f"{path}: not a readable Parquet file: {exc}") from None
+            columns = self.config.columns
+            if columns:
+                missing = sorted(set(columns) - set(pf.schema_arrow.names))
+                if missing:
+                    raise StageInputError(f"{path}: no column(s) {missing}; it has "
+                                          f"{pf.schema_arrow.names}")
+            row_index = 0
+            for batch in pf.iter_batches(batch_size=self.config.batch_rows, columns=columns):
+                for row in batch.to_pylist():
+                    yield self._remap(row, f"{path} row {row_index}")
+                    row_index += 1
+
+
+class TextSource(_FileSource):
+    """Plain text: one document per file, or per non-empty line."""
+
+    kind = "text"
+
+    def _remap(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        row[WHERE_KEY] = where
+        return row
+
+    def _decodes(self, path: Path) -> bool:
+        decoder = codecs.getincrementaldecoder(self.config.encoding)()
+        try:
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in self.files():
+            if self.config.mode == "file":
+                try:
+                    text = path.read_text(encoding=self.config.encoding)
+                except UnicodeDecodeError:
+                    self.skipped["undecodable"] += 1
+                    continue
+                yield self._remap({"text": text}, str(path))
+                continue
+            if not self._decodes(path):  # check first: never emit half a file
+                self.skipped["undecodable"] += 1
+                continue
+            with open(path, encoding=self.config.encoding) as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    line = line.rstrip("\r\n")
+                    if line.strip():
+                        yield self._remap({"text": line}, f"{path} line {lineno}")
+
+
+def jsonl(config: Any) -> JsonlSource:
+    return JsonlSource(config)
+
+
+def parquet(config: Any) -> ParquetSource:
+    return ParquetSource(config)
+
+
+def text(config: Any) -> TextSource:
+    return TextSource(config)

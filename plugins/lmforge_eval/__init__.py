@@ -1,0 +1,1 @@
+"""lmforge's first-party evaluation plugin: the ``evaluate/suite`` stage and its evaluators."""

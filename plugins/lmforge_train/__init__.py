@@ -1,0 +1,1 @@
+"""First-party training stages: next-token pre-training and supervised fine-tuning on chats."""

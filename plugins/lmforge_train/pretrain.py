@@ -1,0 +1,110 @@
+"""The ``pretrain`` stage: next-token prediction on packed text blocks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from lmforge import Stage, StageInputError
+from lmforge.datasetio import read_meta, split_files
+from lmforge.training.loop import LossOutput, Trainer, build_backend, evaluate, unwrap
+from lmforge.training.losses import causal_lm_loss
+from lmforge.training.sampling import EpochSampler
+from lmforge.training.stagekit import (
+    cache_key,
+    check_seq_len,
+    check_vocab,
+    init_model_info,
+    load_init_model,
+    load_tokenizer_input,
+    save_model_output,
+)
+from lmforge_train.config import PretrainConfig
+from lmforge_train.data import BlockBatches, token_stream
+
+
+def lm_loss(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+    """Summed next-token loss over the batch's labels (``-100`` ignored)."""
+    model = module if hasattr(module, "hidden") else unwrap(module)
+    loss, n = causal_lm_loss(model, batch["input_ids"], batch["labels"])
+    return LossOutput(loss_sum=loss, count=n)
+
+
+class PretrainStage(Stage):
+    config: PretrainConfig
+
+    def check(self) -> None:
+        ctx, cfg = self.ctx, self.config
+        ds = ctx.input("dataset")
+        split_files(ds.path, "train")
+        tok = load_tokenizer_input(ctx)
+        check_seq_len(ctx, cfg.loop.seq_len, getattr(cfg.model, "max_seq_len", None),
+                      f"config.model ({cfg.model.type})")
+        if "init" in ctx.inputs:
+            arch, vocab, path = init_model_info(ctx)
+            want = cfg.model.model_dump(mode="json")
+            if arch != want:
+                diff = sorted(k for k in set(arch) | set(want) if arch.get(k) != want.get(k))
+                raise StageInputError(
+                    f"stage {ctx.stage_id!r}: config.model differs from the architecture of the "
+                    f"init model {path} in {diff}; set config.model to {arch}")
+            check_vocab(ctx, tok.vocab_size, vocab, str(path))
+
+    def run(self) -> dict[str, Any]:
+        ctx, cfg, loop = self.ctx, self.config, self.config.loop
+        tok = load_tokenizer_input(ctx)
+        ds = ctx.input("dataset")
+        key = cache_key(ds.hash, ctx.input("tokenizer").hash)
+        work = ctx.work_dir()
+        stream = token_stream(work / f"tokens-train-{key}", ds.path, "train", tok, cfg.num_proc)
+        backend = build_backend(ctx, loop)
+        blocks = BlockBatches(stream, loop.seq_len)
+        need = loop.batch_size * backend.world_size
+        if blocks.num_blocks < need:
+            raise StageInputError(
+                f"stage {ctx.stage_id!r}: the train split of {ds.path} has {len(stream)} tokens, "
+                f"i.e. {blocks.num_blocks} blocks of seq_len + 1 = {loop.seq_len + 1} tokens, but "
+                f"one micro-batch needs {need} blocks ({need * loop.seq_len + 1} tokens); add data "
+                f"or lower loop.batch_size / loop.seq_len")
+        blocks.sampler = EpochSampler(blocks.num_blocks, loop.batch_size, loop.grad_accum,
+                                      backend.world_size, seed=ctx.seed)
+
+        torch.manual_seed(ctx.seed)
+        if "init" in ctx.inputs:
+            model, arch, vocab = load_init_model(ctx)
+        else:
+            arch, vocab = cfg.model, tok.vocab_size
+            model = ctx.build("architecture", arch, vocab_size=vocab)
+        check_seq_len(ctx, loop.seq_len, getattr(model, "max_seq_len", None),
+                      f"architecture {arch.type}")
+
+        trainer = Trainer(ctx, model, loop, lm_loss, blocks, backend=backend,
+                          data_state={"blocks": blocks.num_blocks, "seq_len": loop.seq_len,
+                                      "seed": ctx.seed})
+        result = trainer.train()
+
+        metrics: dict[str, Any] = {"train/loss": result.final_loss, "steps": result.steps,
+                                   "tokens": result.tokens_seen,
+                                   "epochs": round(blocks.sampler.epochs(result.steps), 3)}
+        if cfg.eval_batches and "heldout" in read_meta(ds.path).get("splits", {}):
+            held = token_stream(work / f"tokens-heldout-{key}", ds.path, "heldout", tok,
+                                cfg.num_proc)
+            hb = BlockBatches(held, loop.seq_len)
+            if hb.num_blocks:
+                ev = evaluate(trainer.module, lm_loss,
+                              hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
+                                            backend.world_size), backend)
+                metrics["heldout/loss"] = ev["loss"]
+                metrics["heldout/perplexity"] = math.exp(min(ev["loss"], 50.0))
+                metrics["heldout/tokens"] = int(ev["count"])
+                if backend.is_main:
+                    ctx.log(result.steps, {k: v for k, v in metrics.items()
+                                           if k.startswith("heldout/")})
+        if backend.is_main:
+            save_model_output(ctx, unwrap(trainer.module), arch, vocab,
+                              {"tokens_seen": result.tokens_seen, "steps": result.steps})
+        backend.barrier()
+        backend.close()
+        return metrics

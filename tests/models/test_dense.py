@@ -1,0 +1,127 @@
+"""The ``dense`` architecture: shapes, causality, parameter counts, tying, protocol, plugin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lmforge_models.plugin
+from lmforge.interfaces import CausalLM
+from lmforge.testing import check_plugin, plugin_manager
+from lmforge_models.config import DenseConfig, llama_ffn_hidden
+from lmforge_models.dense import build
+
+V = 97
+
+
+def tiny(**kw: object) -> DenseConfig:
+    base = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=24)
+    base.update(kw)
+    return DenseConfig(**base)
+
+
+def test_plugin_conforms() -> None:
+    assert check_plugin(lmforge_models.plugin) == []
+
+
+def test_forward_shapes_and_protocol() -> None:
+    model = build(tiny(), V)
+    assert isinstance(model, CausalLM)
+    x = torch.randint(0, V, (3, 10))
+    logits = model(x)
+    assert logits.shape == (3, 10, V) and logits.dtype == torch.float32
+    h = model.hidden(x)
+    assert h.shape == (3, 10, 32)
+    torch.testing.assert_close(model.head(h), logits)
+    assert model.vocab_size == V and model.max_seq_len == 24
+
+
+def test_causal_future_tokens_do_not_change_past_logits() -> None:
+    torch.manual_seed(0)
+    model = build(tiny(init_std=0.2), V).eval()
+    x = torch.randint(0, V, (2, 16))
+    y = x.clone()
+    y[:, 9:] = (y[:, 9:] + 1) % V
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert (a[:, 9:] - b[:, 9:]).abs().max() > 1e-3  # and the future does change
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("n_kv", [None, 2, 1])
+def test_parameter_count_formula_matches_module(tie: bool, n_kv: int | None) -> None:
+    cfg = tiny(tie_embeddings=tie, n_kv_heads=n_kv, ffn_hidden=None if n_kv else 40)
+    model = build(cfg, V)
+    assert cfg.num_parameters(V) == model.num_parameters() == \
+        sum(p.numel() for p in model.parameters())
+    assert cfg.num_parameters(V, non_embedding=True) == model.num_parameters(non_embedding=True)
+    assert model.num_parameters() - model.num_parameters(non_embedding=True) == V * 32
+
+
+def test_tied_embeddings_share_one_matrix() -> None:
+    tied, untied = build(tiny(tie_embeddings=True), V), build(tiny(), V)
+    assert tied.head_weight is tied.embed.weight
+    assert untied.head_weight is not untied.embed.weight
+    assert untied.num_parameters() - tied.num_parameters() == V * 32
+    x = torch.randint(0, V, (1, 5))
+    tied(x).sum().backward()
+    assert tied.embed.weight.grad is not None
+
+
+def test_llama_ffn_rule_and_flops() -> None:
+    assert llama_ffn_hidden(4096, 256) == 11008  # Llama-7B
+    assert llama_ffn_hidden(256, 256) == 768
+    cfg = DenseConfig(dim=256, n_layers=4, n_heads=8, multiple_of=256)
+    n = cfg.num_parameters(8192, non_embedding=True)
+    assert cfg.flops_per_token(256, 8192) == 6 * n + 6 * 4 * 256 * 256
+    assert build(cfg, 8192).flops_per_token(256) == cfg.flops_per_token(256, 8192)
+
+
+def test_too_long_sequence_is_a_clear_error() -> None:
+    model = build(tiny(), V)
+    with pytest.raises(ValueError, match="sequence length 25 .* max_seq_len 24"):
+        model(torch.zeros(1, 25, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(dim=30, n_heads=4), "divisible by n_heads"),
+    (dict(n_heads=4, n_kv_heads=3), "divisible by n_kv_heads"),
+    (dict(dropout=0.1), "less than or equal to 0"),
+    (dict(dimm=3), "Extra inputs"),
+])
+def test_config_rejects_bad_shapes(bad: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        tiny(**bad)
+
+
+def test_init_std_is_applied() -> None:
+    torch.manual_seed(0)
+    model = build(DenseConfig(dim=128, n_layers=1, n_heads=4, init_std=0.05), 500)
+    assert abs(model.embed.weight.std().item() - 0.05) < 0.003
+    assert torch.all(model.norm.weight == 1)
+
+
+def test_rotary_matches_transformers_convention() -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama import modeling_llama as ml
+
+    from lmforge_models.dense import apply_rotary, rotary_tables
+    cos, sin = rotary_tables(16, 12, 500.0)
+    q = torch.randn(1, 2, 12, 16)
+    cfg = transformers.LlamaConfig(hidden_size=32, num_attention_heads=2, rope_theta=500.0,
+                                   max_position_embeddings=12)
+    rope = ml.LlamaRotaryEmbedding(config=cfg)
+    hcos, hsin = rope(q, torch.arange(12)[None])
+    ref, _ = ml.apply_rotary_pos_emb(q, q, hcos, hsin)
+    torch.testing.assert_close(apply_rotary(q, cos, sin), ref)
+
+
+def test_dense_config_in_a_spec_slot() -> None:
+    """The architecture validates as a ``model: {type: dense, ...}`` slot in a spec."""
+    pm = plugin_manager(lmforge_models.plugin)
+    model_cls = pm.component_config_model("architecture", "dense")
+    cfg = model_cls.model_validate({"type": "dense", "dim": 64, "n_heads": 4})
+    assert cfg.hidden_dim == 256 and cfg.kv_heads == 4
+    with pytest.raises(ValueError):
+        model_cls.model_validate({"type": "dense", "dim": 64, "n_heads": 5})
