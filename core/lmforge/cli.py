@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Print one JSON Schema covering every installed "
                             "plugin's config (for editors: yaml-language-server).")
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    schema.add_argument("--format", choices=("json", "markdown"), default="json",
+                        help="json: JSON Schema (default); markdown: the spec reference")
 
     plugins = sub.add_parser("plugins", parents=[common], help="list and inspect plugins",
                              description="Inspect installed plugins and the plugin catalog.")
@@ -230,10 +232,15 @@ def _summary(result: Any, console: Any) -> None:
 
 def cmd_schema(args: argparse.Namespace, pm: Any, console: Any) -> int:
     pm.check_usable()
-    schema = pm.assembler().pipeline_model().model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "lmforge pipeline"
-    text = json.dumps(schema, indent=2) + "\n"
+    if args.format == "markdown":
+        from lmforge.reference import markdown_reference
+
+        text = markdown_reference(pm)
+    else:
+        schema = pm.assembler().pipeline_model().model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = "lmforge pipeline"
+        text = json.dumps(schema, indent=2) + "\n"
     if args.output:
         from lmforge.fsutil import atomic_write_text
 

@@ -129,7 +129,13 @@ class PluginManager:
             self.register(ext.plugin, name=ext.name, distribution=dist, version=version)
 
     def register_module(self, module_path: str) -> None:
-        """Register an importable module as a plugin (the ``-p`` option)."""
+        """Register an importable module as a plugin (the ``-p`` option).
+
+        The current directory is searched too (as with ``python -m``), so an in-house plugin
+        module next to the spec needs no packaging.
+        """
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_path)
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised

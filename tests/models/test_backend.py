@@ -61,6 +61,7 @@ def test_threads_are_applied() -> None:
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # torch.compile of a tiny model takes ~30-50 s on 2 shared cores
 def test_prepare_compiles_in_place_keeping_names() -> None:
     pytest.importorskip("torch._inductor")
     torch.manual_seed(0)

@@ -1,0 +1,147 @@
+"""Pre-training step throughput: lmforge's ``dense`` model vs transformers ``LlamaForCausalLM``.
+
+Both models have the same shape (the HF one is built from ``model.hf_config()``) and start from
+the same weights (``model.hf_state_dict()``). One timed step is forward + loss + backward +
+AdamW step on the same batch, in fp32, with the same thread count:
+
+* lmforge: ``causal_lm_loss`` (chunked, fused cross-entropy) on labels shifted by the caller;
+* HF: ``model(input_ids, labels=input_ids).loss`` (its own shift and mean cross-entropy).
+
+Steps are timed in alternating rounds (k lmforge steps, then k HF steps, repeated), so load
+from other processes on the machine hits both alike; warmup steps are excluded. Reports the
+median step time of each as tokens/s, and the ratio lmforge/HF.
+
+    python benchmarks/bench_pretrain.py [--compile] [--steps 12] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins")]  # run from a checkout, installed or not
+
+from lmforge.training.losses import causal_lm_loss  # noqa: E402
+from lmforge_models.config import DenseConfig  # noqa: E402
+from lmforge_models.dense import build  # noqa: E402
+from lmforge_torch.config import LocalBackendConfig  # noqa: E402
+from lmforge_torch.local import LocalBackend  # noqa: E402
+
+
+def make_hf(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
+    import transformers
+
+    cfg = dict(model.hf_config())
+    for key in ("architectures", "model_type", "torch_dtype"):
+        cfg.pop(key)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+    result = hf.load_state_dict(model.hf_state_dict(), strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}
+    hf.tie_weights()
+    hf.train()
+    if compile_:
+        hf.compile()
+    return hf
+
+
+def step_fn(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def timed(step: Callable[[], float], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations lmforge/HF")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=None)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--tie", action="store_true", help="tie input and output embeddings")
+    args = ap.parse_args()
+
+    backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
+                                              compile=args.compile, threads=args.threads))
+    cfg = DenseConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
+                      n_kv_heads=args.kv_heads, max_seq_len=args.seq, tie_embeddings=args.tie)
+    torch.manual_seed(0)
+    ours = build(cfg, args.vocab)
+    hf = make_hf(ours, args.compile)  # copies weights before ours is compiled
+    ours = backend.prepare(ours)
+    n_ours = ours.num_parameters()
+    n_hf = sum(p.numel() for p in hf.parameters())
+    assert n_ours == n_hf == cfg.num_parameters(args.vocab), (n_ours, n_hf)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g)
+    labels = torch.full_like(x, -100)
+    labels[:, :-1] = x[:, 1:]  # same targets as HF's internal shift
+
+    def ours_loss() -> torch.Tensor:
+        loss_sum, n = causal_lm_loss(ours, x, labels)
+        return loss_sum / n
+
+    def hf_loss() -> torch.Tensor:
+        return hf(input_ids=x, labels=x).loss
+
+    with torch.no_grad():
+        a, b = ours_loss().item(), hf_loss().item()
+    assert abs(a - b) < 1e-3, f"initial losses differ: lmforge {a:.5f} vs HF {b:.5f}"
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"cpu {torch.backends.cpu.get_cpu_capability()}, compile {args.compile}")
+    print(f"shape: dim {args.dim}, layers {args.layers}, heads {args.heads}/"
+          f"{cfg.kv_heads} kv, ffn {cfg.hidden_dim}, vocab {args.vocab}, tied {args.tie}; "
+          f"parameters {n_ours:,} (non-embedding {ours.num_parameters(True):,}); "
+          f"batch {args.batch} x seq {args.seq}, fp32, AdamW")
+    steps = {"lmforge": step_fn(ours, ours_loss), "hf": step_fn(hf, hf_loss)}
+    t0 = time.perf_counter()
+    for name, step in steps.items():
+        timed(step, args.warmup)
+    print(f"warmup ({args.warmup} steps each): {time.perf_counter() - t0:.1f}s")
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    per_round = max(1, args.steps // args.rounds)
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            times[name] += timed(step, per_round)
+    tokens = args.batch * args.seq
+    tps = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        tps[name] = tokens / med
+        print(f"{name:8s} median step {med * 1000:7.1f} ms  (min {min(ts) * 1000:.1f}, max "
+              f"{max(ts) * 1000:.1f}, n={len(ts)})  {tps[name]:8,.0f} tokens/s")
+    print(f"ratio lmforge/HF: {tps['lmforge'] / tps['hf']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

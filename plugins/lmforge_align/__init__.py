@@ -1,0 +1,1 @@
+"""First-party alignment stages: direct preference optimisation (DPO) and its variants."""

@@ -1,0 +1,102 @@
+"""The ``evaluate/suite`` stage: load model and tokenizer once, run each evaluator, write a report.
+
+``check()`` builds the evaluators and fails (naming evaluator and input) when an evaluator needs
+an input that is not wired, a split is missing, a task file has a bad row, or the tokenizer's
+vocabulary does not fit the model, all before the model is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lmforge import Stage, StageInputError
+from lmforge_eval.config import SuiteConfig
+from lmforge_eval.evaluator import EvalContext
+from lmforge_eval.report import metrics_of, write_report
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SuiteStage(Stage):
+    """Stage ``evaluate/suite`` (inputs model, tokenizer, text, chat, preferences, choices;
+    output ``report``)."""
+
+    config: SuiteConfig
+
+    def _evaluators(self) -> list[tuple[str, Any, Any]]:
+        """``(label, config, evaluator)`` per configured evaluator; labels made unique."""
+        out, seen = [], {}
+        for cfg in self.config.evaluators:
+            base = cfg.name or cfg.type
+            seen[base] = seen.get(base, 0) + 1
+            label = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            out.append((label, cfg, self.ctx.build("evaluator", cfg)))
+        return out
+
+    def check(self) -> None:
+        from lmforge.modelio import read_model_json
+
+        sid = self.ctx.stage_id
+        model_meta = read_model_json(self.ctx.input("model").path)
+        tok_meta = self.ctx.input("tokenizer").meta
+        tok_vocab = tok_meta.get("vocab_size")
+        if tok_vocab is not None and int(tok_vocab) > int(model_meta["vocab_size"]):
+            raise StageInputError(f"stage {sid!r}: the tokenizer has {tok_vocab} tokens but the "
+                                  f"model only {model_meta['vocab_size']}; wire the tokenizer the "
+                                  f"model was trained with")
+        for label, cfg, ev in self._evaluators():
+            for name, kind in ev.requires().items():
+                if name not in self.ctx.inputs:
+                    alt = " (or set its 'path')" if cfg.type == "multiple-choice" else (
+                        " (or set its 'prompts')" if cfg.type == "generate" else "")
+                    raise StageInputError(
+                        f"stage {sid!r}: evaluator {label!r} (type {cfg.type}) needs input "
+                        f"{name!r} ({kind}), which is not wired; add '{name}: <stage id>' under "
+                        f"the stage's inputs{alt}")
+            try:
+                ev.check(self.ctx.inputs)
+            except StageInputError as exc:
+                raise StageInputError(f"stage {sid!r}: evaluator {label!r}: {exc}") from None
+
+    def run(self) -> Mapping[str, Any]:
+        import torch
+
+        from lmforge.chat import load_tokenizer
+
+        device = resolve_device(self.config.device)
+        tokenizer = load_tokenizer(self.ctx.input("tokenizer").path)
+        model = self.ctx.load_model(self.ctx.input("model"), device=device)
+        model.eval()
+        report: dict[str, Any] = {
+            "stage": self.ctx.stage_id, "device": device,
+            "model": {"path": str(self.ctx.input("model").path), "hash": self.ctx.input("model").hash,
+                      "parameters": int(model.num_parameters()),
+                      "max_seq_len": int(model.max_seq_len), "vocab_size": int(model.vocab_size)},
+            "tokenizer": {"path": str(tokenizer.path), "vocab_size": tokenizer.vocab_size},
+            "inputs": {n: {"path": str(a.path), "hash": a.hash} for n, a in self.ctx.inputs.items()
+                       if n not in ("model", "tokenizer")},
+            "evaluators": {},
+        }
+        sections: dict[str, str] = {}
+        headline: dict[str, Any] = {}
+        for step, (label, cfg, ev) in enumerate(self._evaluators()):
+            ectx = EvalContext(stage=self.ctx, label=label, batch_size=self.config.batch_size,
+                               max_examples=self.config.max_examples)
+            with torch.inference_mode():
+                result = dict(ev.run(model, tokenizer, self.ctx.inputs, device, ectx))
+            report["evaluators"][label] = {"type": cfg.type, **result}
+            sections[label] = ev.markdown(result)
+            metrics = {f"{label}/{k}": v for k, v in metrics_of(result).items()}
+            self.ctx.log(step, metrics)
+            headline.update(metrics)
+        write_report(self.ctx.output_dir("report"), report, sections)
+        self.ctx.write_artifact_meta("report", {"evaluators": list(report["evaluators"]),
+                                                "metrics": headline})
+        return headline

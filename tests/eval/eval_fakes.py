@@ -1,0 +1,114 @@
+"""Test-only pieces for the evaluation tests: a tiny real CausalLM architecture, a stage that
+publishes a ready folder as an artifact, and writers for dataset and tokenizer artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from lmforge import Config, Stage, hookimpl, stage
+from lmforge.chat import SPECIAL_TOKENS
+from lmforge.components import Component
+
+
+class TinyConfig(Config):
+    dim: int = Field(default=16, description="width")
+    max_seq_len: int = Field(default=16, description="context length")
+
+
+class TinyLM(nn.Module):
+    """Embedding -> one causal single-head attention block -> LayerNorm -> biased linear head."""
+
+    def __init__(self, config: TinyConfig, vocab_size: int) -> None:
+        super().__init__()
+        d = config.dim
+        self.vocab_size, self.max_seq_len = vocab_size, config.max_seq_len
+        self.embed = nn.Embedding(vocab_size, d)
+        self.pos = nn.Embedding(config.max_seq_len, d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, vocab_size)
+        nn.init.normal_(self.embed.weight, std=1.0)
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        assert t <= self.max_seq_len, (t, self.max_seq_len)
+        x = self.embed(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.mlp(x)
+        return self.norm(x)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(hidden)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(input_ids))
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
+
+
+class FixtureConfig(Config):
+    path: str = Field(description="Folder to publish as this stage's output.")
+    kind: str = Field(description="Artifact kind of the folder.")
+
+
+class FixtureStage(Stage):
+    def run(self) -> dict[str, Any]:
+        shutil.copytree(self.config.path, self.ctx.output_dir("out"), dirs_exist_ok=True)
+        return {}
+
+
+class FakesPlugin:
+    """Contributes architecture ``tiny-test`` and stage ``data/fixture`` (output ``out`` is a
+    copy of ``path`` with artifact kind ``kind``)."""
+
+    @hookimpl
+    def lmforge_components(self) -> list[Component]:
+        return [
+            Component(kind="architecture", name="tiny-test", config=TinyConfig, factory=TinyLM,
+                      description="test model"),
+            stage("data", "fixture", config=FixtureConfig, factory=FixtureStage,
+                  description="test fixture", outputs=lambda cfg: {"out": cfg.kind}),
+        ]
+
+
+def write_dataset(path: Path, fmt: str, splits: Mapping[str, Sequence[dict[str, Any]]]) -> Path:
+    """A ``dataset/<fmt>`` artifact: one Parquet shard per split plus artifact.json."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta: dict[str, Any] = {"format": fmt, "splits": {}}
+    for split, rows in splits.items():
+        (path / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(list(rows)), path / split / "shard-00000.parquet")
+        meta["splits"][split] = {"rows": len(rows), "shards": 1}
+    (path / "artifact.json").write_text(json.dumps(meta))
+    return path
+
+
+def write_tokenizer(path: Path, texts: Sequence[str], vocab_size: int) -> Path:
+    """A byte-level BPE ``tokenizer`` artifact trained with raw ``tokenizers``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "artifact.json").write_text(json.dumps({"vocab_size": tok.get_vocab_size()}))
+    return path
