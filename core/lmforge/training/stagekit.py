@@ -132,3 +132,13 @@ def upstream_estimate(config: Any, upstream: Mapping[str, Any], arch: Any | None
         out["parameters"] = n
         out["train FLOPs"] = 6 * n * tokens
     return out
+
+
+def main_first(backend: Any, fn: Callable[[], Any]) -> Any:
+    """Run a cache-building ``fn`` on the main rank first, then everywhere (where it only loads
+    the finished cache), so ranks never write the same cache at once."""
+    if getattr(backend, "world_size", 1) > 1:
+        if backend.is_main:
+            fn()
+        backend.barrier()
+    return fn()
