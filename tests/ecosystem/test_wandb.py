@@ -162,7 +162,7 @@ def test_offline_run_records_namespaced_metrics(tmp_path: Path, no_credentials: 
     history, summary = history_and_summary(runs[0])
     first = [h for h in history if "first/train/loss" in h]
     second = [h for h in history if "second/train/loss" in h]
-    assert [h["first/step"] for h in first] == [0, 1, 2], (history, summary)
+    assert [h["first/step"] for h in first] == [0, 1, 2], (history, summary, [(f.name, f.stat().st_size) for f in runs[0].glob("*")], [r.WhichOneof("record_type") for r in read_wandb_records(next(runs[0].glob("*.wandb")))])
     assert [round(h["first/train/loss"], 4) for h in first] == [1.0, 0.5, 0.3333]
     assert [h["second/step"] for h in second] == [0, 1]
     assert not any("first/note" in h for h in history), "non-numeric values are not logged"

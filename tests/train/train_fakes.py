@@ -1,0 +1,169 @@
+"""Test-only components for the training tests: a tiny real causal LM, a CPU backend, and
+fixture stages that publish prepared dataset / tokenizer folders as artifacts.
+
+Registered as a plugin module through ``lmforge.testing.plugin_manager(fakes, ...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from lmforge import Component, Config, Stage, hookimpl, stage
+
+
+# -- architecture -------------------------------------------------------------------------------
+class TinyConfig(Config):
+    """A one-block pre-norm transformer with learned positions."""
+
+    type: Literal["tiny"] = Field(default="tiny", description="Selects this architecture.")
+    dim: int = Field(default=32, description="Width.")
+    n_layers: int = Field(default=1, description="Blocks.")
+    n_heads: int = Field(default=2, description="Attention heads.")
+    max_seq_len: int = Field(default=64, description="Longest sequence.")
+    dropout: float = Field(default=0.0, description="Dropout probability (exercises the RNG).")
+
+    def num_parameters(self, vocab_size: int, non_embedding: bool = False) -> int:
+        d = self.dim
+        block = 2 * (2 * d) + (4 * d * d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+        emb = vocab_size * d + self.max_seq_len * d
+        return self.n_layers * block + 2 * d + emb + vocab_size * d
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.n_heads, self.p = cfg.n_heads, cfg.dropout
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+        self.up, self.down = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                           v.transpose(1, 2), is_causal=True)
+        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, t, d)), self.p, self.training)
+        return x + F.dropout(self.down(F.gelu(self.up(self.ln2(x)))), self.p, self.training)
+
+
+class TinyLM(nn.Module):
+    """Implements the CausalLM protocol: forward(ids [B, T]) -> logits [B, T, V]."""
+
+    def __init__(self, cfg: TinyConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size, self.max_seq_len = vocab_size, cfg.max_seq_len
+        self.tok = nn.Embedding(vocab_size, cfg.dim)
+        self.pos = nn.Embedding(cfg.max_seq_len, cfg.dim)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.out = nn.Linear(cfg.dim, vocab_size, bias=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        for blk in self.blocks:
+            nn.init.normal_(blk.down.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        x = self.tok(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(hidden)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(input_ids))
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.tok.weight.numel() if non_embedding else n
+
+
+def build_tiny(config: TinyConfig, vocab_size: int) -> TinyLM:
+    return TinyLM(config, vocab_size)
+
+
+# -- backend ------------------------------------------------------------------------------------
+class CpuBackendConfig(Config):
+    type: Literal["cpu_test"] = Field(default="cpu_test", description="Selects this backend.")
+
+
+class CpuBackend:
+    """One process on CPU, fp32: the Backend protocol with nothing distributed."""
+
+    device = torch.device("cpu")
+    rank = 0
+    world_size = 1
+
+    def __init__(self, config: CpuBackendConfig | None = None) -> None:
+        self.config = config
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def all_reduce_mean(self, value: float) -> float:
+        return value
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# -- fixture stages -----------------------------------------------------------------------------
+class FixtureDatasetConfig(Config):
+    path: str = Field(description="A prepared dataset artifact folder to publish.")
+    format: Literal["text", "chat", "preference"] = Field(default="text",
+                                                          description="Its format.")
+
+
+class FixtureTokenizerConfig(Config):
+    path: str = Field(description="A prepared tokenizer artifact folder to publish.")
+    vocab_size: int = Field(default=0, description="Its vocabulary size (for plan estimates).")
+
+
+class CopyStage(Stage):
+    """Publishes ``config.path`` as the stage's only output."""
+
+    def run(self) -> dict[str, Any]:
+        (name,) = self.ctx.output_kinds
+        out = self.ctx.output_dir(name)
+        shutil.copytree(self.config.path, out, dirs_exist_ok=True)
+        return {}
+
+
+@hookimpl
+def lmforge_components() -> Sequence[Component]:
+    return [
+        Component(kind="architecture", name="tiny", config=TinyConfig,
+                  factory=build_tiny, description="Tiny test transformer."),
+        Component(kind="backend", name="cpu_test", config=CpuBackendConfig,
+                  factory=CpuBackend, description="CPU fp32 test backend."),
+        stage("data", "fixture", config=FixtureDatasetConfig, factory=CopyStage,
+              description="Publishes a prepared dataset folder.",
+              outputs=lambda cfg: {"dataset": f"dataset/{cfg.format}"}),
+        stage("tokenizer", "fixture", config=FixtureTokenizerConfig, factory=CopyStage,
+              description="Publishes a prepared tokenizer folder.",
+              outputs={"tokenizer": "tokenizer"}),
+    ]
