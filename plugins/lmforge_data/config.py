@@ -102,8 +102,9 @@ class HFSourceConfig(_RemapMixin):
     revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
 
 
-DEFAULT_EXCLUDE = ["*/test/*", "*/tests/*", "*/idle_test/*", "*/test_*.py", "*/site-packages/*",
-                   "*/dist-packages/*", "*/idlelib/*", "*/lib2to3/*", "*/__pycache__/*"]
+DEFAULT_EXCLUDE = ["**/test/**", "**/tests/**", "**/idle_test/**", "**/test_*.py",
+                   "**/site-packages/**", "**/dist-packages/**", "**/idlelib/**",
+                   "**/lib2to3/**", "**/__pycache__/**"]
 
 
 class PythonFunctionsConfig(Config):
@@ -120,8 +121,9 @@ class PythonFunctionsConfig(Config):
                          "statement); 'multiple-choice': which function name fits the "
                          "docstring summary. Must equal the curate stage's format.")
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE),
-                               description="fnmatch patterns on the full path ('*' also "
-                               "matches '/'); matching files are skipped. Default: test "
+                               description="Glob patterns of files to skip, matched "
+                               "against the path below the fixed folder of `path` ('*' stays "
+                               "within a folder name, '**' spans folders). Default: test "
                                "folders, test_*.py, site-packages, idlelib, lib2to3, "
                                "__pycache__.")
     min_doc_chars: int = Field(default=20, ge=0, description="Function modes: skip functions "
@@ -154,8 +156,9 @@ class GopherFilterConfig(Config):
 
     code: bool = Field(default=False, description="Source-code corpus: turn off the natural-"
                        "language checks (mean word length, symbol ratio, ellipsis and bullet "
-                       "lines, alphabetic words, stop words, duplicate lines/paragraphs) "
-                       "whatever their thresholds; word-count and n-gram checks stay.")
+                       "lines, alphabetic words, stop words, duplicate lines/paragraphs) and "
+                       "the duplicated 5-10-gram checks whatever their thresholds; only the "
+                       "word-count and top 2-4-gram checks stay.")
     min_words: int | None = Field(default=50, description="Minimum words. Default 50.")
     max_words: int | None = Field(default=100_000, description="Maximum words. Default 100000.")
     min_mean_word_length: float | None = Field(default=3.0, description="Minimum mean word "

@@ -150,7 +150,7 @@ class CurateStage(Stage):
         empty: Counter[str] = Counter()
         writers = {s: ShardWriter(out / s, fmt, c.shard_rows) for s in SPLITS}
         seen: set[bytes] = set()
-        dedup_dropped = filtered_out = 0
+        dedup_dropped = 0
         # train rows with the smallest split hashes, held back in case heldout_min needs them:
         # a max-heap of (-hash, seq, row) of at most `reserve` rows.
         reserve = c.heldout_min if c.heldout_fraction > 0 else 0
@@ -165,7 +165,6 @@ class CurateStage(Stage):
                         for st, o in zip(fstats, outcomes):
                             st.add(o)
                         if record is None:
-                            filtered_out += 1
                             continue
                         key = rec.digest(record, fmt)
                         if c.dedup:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import glob
 import os
+import re
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,11 +30,55 @@ def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in _GLOB_CHARS)
 
 
+def glob_base(pattern: str) -> str:
+    """The folder part of ``pattern`` before its first glob character (its parent if none)."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts:
+        if is_glob(part):
+            break
+        fixed.append(part)
+    if len(fixed) == len(parts):
+        fixed = fixed[:-1]
+    return str(Path(*fixed)) if fixed else "."
+
+
+@functools.lru_cache(maxsize=256)
+def _exclude_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def excluded(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether ``relative`` (a path below its glob's base) matches an exclude pattern.
+
+    ``*`` and ``?`` stay within one folder name, ``**`` spans folders; the path is matched
+    with a leading ``/`` so ``**/tests/**`` also matches a top-level ``tests`` folder.
+    """
+    path = "/" + relative.lstrip("/")
+    return any(_exclude_regex(p).match(path) for p in patterns)
+
+
 def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]:
     """Files matched by ``path`` (sorted, de-duplicated), minus those matching ``exclude``.
 
-    Raises :class:`StageInputError` naming the pattern when a plain path does not exist or a
-    glob matches no file.
+    Exclude patterns (see :func:`excluded`) apply to the path below the pattern's fixed folder,
+    so where the corpus lives does not matter. Raises :class:`StageInputError` naming the
+    pattern when a plain path does not exist or a glob matches no file.
     """
     out: list[Path] = []
     seen: set[str] = set()
@@ -54,9 +99,11 @@ def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]
                 raise StageInputError(f"{raw!r} is a folder, not a file; use a glob such as "
                                       f"'{raw.rstrip('/')}/**/*.<ext>'")
             files = [pattern]
+        base = glob_base(pattern)
         for f in files:
             posix = Path(f).as_posix()
-            if posix in seen or any(fnmatch.fnmatch(posix, ex) for ex in exclude):
+            if posix in seen or (exclude and excluded(os.path.relpath(f, base).replace(
+                    os.sep, "/"), exclude)):
                 continue
             seen.add(posix)
             out.append(Path(f))

@@ -95,7 +95,8 @@ def to_record(raw: Mapping[str, Any], fmt: str, where: str) -> dict[str, Any]:
         answer = raw.get("answer")
         if isinstance(answer, str) and len(answer) == 1 and answer.upper().isalpha():
             answer = ord(answer.upper()) - ord("A")
-        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        if (isinstance(answer, bool) or not isinstance(answer, int)
+                or not 0 <= answer < len(choices)):
             raise StageInputError(f"{where}: 'answer' must be the index of the right choice "
                                   f"(0..{len(choices) - 1}) or its letter, got {answer!r}")
         return {"question": question, "choices": list(choices), "answer": int(answer)}

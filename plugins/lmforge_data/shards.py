@@ -33,7 +33,8 @@ class ShardWriter:
     def write(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
         self.rows += 1
-        if len(self._buffer) >= self.batch_rows or self._in_shard + len(self._buffer) >= self.shard_rows:
+        if (len(self._buffer) >= self.batch_rows
+                or self._in_shard + len(self._buffer) >= self.shard_rows):
             self._flush()
 
     def _flush(self) -> None:

@@ -28,12 +28,23 @@ def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.
     return angles.cos().float(), angles.sin().float()
 
 
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` with its first half negated, so that ``rotate_half(x) * sin ==
+    swap_halves(x) * signed_sin(sin)`` (saves a negation per call)."""
+    half = sin.shape[-1] // 2
+    return torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``[B, H, T, hd]`` by position: ``x * cos + rotate_half(x) * sin``."""
+    """Rotate ``x`` ``[B, H, T, hd]`` by position as Hugging Face Llama does:
+    ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)``."""
+    return _rotate(x, cos, signed_sin(sin))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos + rotated * sin
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + swapped * ssin
 
 
 class RMSNorm(nn.Module):
@@ -59,18 +70,18 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, q + 2 * kv, bias=False)
         self.out = nn.Linear(q, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, T, dim]``; ``cos``/``ssin`` ``[T, head_dim]`` (see :func:`signed_sin`)."""
         b, t, _ = x.shape
-        hd = self.head_dim
-        qkv = self.qkv(x).view(b, t, self.n_heads + 2 * self.n_kv, hd).transpose(1, 2)
-        q, k, v = qkv.split([self.n_heads, self.n_kv, self.n_kv], dim=1)  # [B, H, T, hd]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.n_kv != self.n_heads:
-            rep = self.n_heads // self.n_kv
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
+        h, kv, hd = self.n_heads, self.n_kv, self.head_dim
+        qkv = self.qkv(x).view(b, t, h + 2 * kv, hd).transpose(1, 2)  # [B, h+2kv, T, hd]
+        qk = _rotate(qkv[:, :h + kv], cos, ssin)  # q and k heads in one pass
+        q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + kv:]
+        if kv != h:
+            k = k.repeat_interleave(h // kv, dim=1)
+            v = v.repeat_interleave(h // kv, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out(y.transpose(1, 2).reshape(b, t, self.n_heads * hd))
+        return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
 
 
 class SwiGLU(nn.Module):
@@ -93,8 +104,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.dim, cfg.hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, ssin)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -118,7 +129,7 @@ class DenseLM(nn.Module):
                                                                     bias=False)
         cos, sin = rotary_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_ssin", signed_sin(sin), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -141,10 +152,10 @@ class DenseLM(nn.Module):
         if t > self.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's max_seq_len "
                              f"{self.max_seq_len}; shorten the input or raise max_seq_len")
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        cos, ssin = self.rope_cos[:t], self.rope_ssin[:t]
         x = self.embed(input_ids)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, ssin)
         return self.norm(x)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:

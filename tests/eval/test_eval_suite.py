@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,101 +12,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from eval_fakes import FakesPlugin, TinyLM, write_dataset, write_tokenizer
+from eval_env import SEQ, Env, greedy_chain, logprob_sum
+from eval_fakes import write_dataset
 
 import lmforge_eval.plugin as eval_plugin
 from lmforge import StageFailed, StageInputError
-from lmforge.chat import END, encode_chat, load_tokenizer
-from lmforge.modelio import load_model, save_model
-from lmforge.testing import check_plugin, plugin_manager, run_spec
-
-WORDS = "the cat sat on a mat while dogs ran far away and birds sang in tall green trees".split()
-SEQ = 64
-
-
-def sentence(rng: random.Random, n: int = 8) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-class Env:
-    """Artifacts on disk shared by the tests of this module."""
-
-    def __init__(self, root: Path) -> None:
-        rng = random.Random(0)
-        self.root = root
-        self.train = [sentence(rng, rng.randint(3, 20)) for _ in range(80)]
-        self.heldout = [sentence(rng, rng.randint(3, 20)) for _ in range(12)]
-        self.text = write_dataset(root / "text", "text", {
-            "train": [{"text": t} for t in self.train],
-            "heldout": [{"text": t} for t in self.heldout]})
-        self.tok_dir = write_tokenizer(root / "tok", self.train, vocab_size=300)
-        self.tok = load_tokenizer(self.tok_dir)
-        self.convs = [[{"role": "user", "content": sentence(rng, 4)},
-                       {"role": "assistant", "content": sentence(rng, 5)}] for _ in range(6)]
-        self.convs.append([{"role": "system", "content": "be kind"},
-                           {"role": "user", "content": "hi"},
-                           {"role": "assistant", "content": "the cat"},
-                           {"role": "user", "content": "and?"},
-                           {"role": "assistant", "content": "sat on a mat"}])
-        self.chat = write_dataset(root / "chat", "chat", {
-            "train": [{"messages": c} for c in self.convs],
-            "heldout": [{"messages": c} for c in self.convs]})
-        self.pm = plugin_manager(eval_plugin, FakesPlugin())
-        arch = self.pm.component_config_model("architecture", "tiny-test")
-        self.arch = arch.model_validate({"type": "tiny-test", "dim": 16, "max_seq_len": SEQ})
-        torch.manual_seed(0)
-        self.model_dir = self.save(TinyLM(self.arch, self.tok.vocab_size), "model")
-        # A model that strongly prefers the tokens of "zebra" (and of " zebra").
-        self.favoured = set(self.tok.encode("zebra")) | set(self.tok.encode(" zebra"))
-        biased = TinyLM(self.arch, self.tok.vocab_size)
-        with torch.no_grad():
-            biased.out.bias[list(self.favoured)] += 10.0
-        self.biased_dir = self.save(biased, "biased")
-        stopper = TinyLM(self.arch, self.tok.vocab_size)
-        with torch.no_grad():
-            stopper.out.bias[self.tok.tokenizer.token_to_id(END)] += 50.0
-        self.stopper_dir = self.save(stopper, "stopper")
-        self.runs = 0
-
-    def save(self, model: TinyLM, name: str) -> Path:
-        save_model(self.root / name, model, self.arch, self.tok.vocab_size)
-        return self.root / name
-
-    def load(self, path: Path) -> Any:
-        return load_model(path, self.pm).eval()
-
-    def spec(self, evaluators: list[dict], model: Path | None = None, **data: Path) -> dict:
-        fixtures = {"m": (model or self.model_dir, "model"), "tok": (self.tok_dir, "tokenizer")}
-        kinds = {"text": "dataset/text", "chat": "dataset/chat",
-                 "preferences": "dataset/preference", "choices": "dataset/multiple-choice"}
-        for name, path in data.items():
-            fixtures[name] = (path, kinds[name])
-        stages = [{"id": sid, "kind": "data", "plugin": "fixture",
-                   "config": {"path": str(p), "kind": k}} for sid, (p, k) in fixtures.items()]
-        inputs = {"model": "m", "tokenizer": "tok", **{n: n for n in data}}
-        stages.append({"id": "ev", "kind": "evaluate", "plugin": "suite", "inputs": inputs,
-                       "config": {"evaluators": evaluators, "batch_size": 3, "device": "cpu"}})
-        return {"name": "eval", "stages": stages}
-
-    def run(self, evaluators: list[dict], model: Path | None = None, **data: Path
-            ) -> tuple[dict, str]:
-        self.runs += 1
-        run_dir = self.root / f"run{self.runs}"
-        run_spec(self.spec(evaluators, model, **data), self.pm, run_dir)
-        out = run_dir / "ev" / "outputs" / "report"
-        return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    return Env(tmp_path_factory.mktemp("eval"))
-
-
-def logprob_sum(model: Any, ids: list[int], scored_from: int) -> float:
-    """sum_{t >= scored_from} log p(ids[t] | ids[:t]) by a plain forward."""
-    with torch.no_grad():
-        lp = F.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), -1)
-    return float(sum(lp[t - 1, ids[t]] for t in range(scored_from, len(ids))))
+from lmforge.chat import END, encode_chat
+from lmforge.testing import check_plugin
 
 
 def test_plugin_conforms() -> None:
@@ -161,10 +72,10 @@ def test_chat_loss_matches_direct_computation(env: Env) -> None:
 
 def test_preference_known_answer_and_margins(env: Env) -> None:
     prompt = [{"role": "user", "content": "which animal?"}]
-    rows = [{"prompt": prompt, "chosen": "zebra zebra", "rejected": "cat dog"},
-            {"prompt": prompt, "chosen": " zebra", "rejected": "the mat"},
+    rows = [{"prompt": prompt, "chosen": "zebrazebra", "rejected": "cat dog"},
+            {"prompt": prompt, "chosen": "zebra", "rejected": "the mat"},
             {"prompt": prompt, "chosen": "zebra", "rejected": "birds sang"},
-            {"prompt": prompt, "chosen": "far away", "rejected": "zebra zebra zebra"}]
+            {"prompt": prompt, "chosen": "far away", "rejected": "zebrazebrazebra"}]
     for r in rows:
         assert not set(env.tok.encode(r["rejected" if "zebra" in r["chosen"] else "chosen"])) \
             & env.favoured
@@ -182,6 +93,8 @@ def test_preference_known_answer_and_margins(env: Env) -> None:
             ids, _ = encode_chat(env.tok.tokenizer, [*prompt, {"role": "assistant",
                                                                "content": row[col]}])
             assert ids[:len(prompt_ids)] == prompt_ids
+            assert env.tok.decode(ids[-2:]) == f"{END}\n"  # the reply ends at <|end|>
+            ids = ids[:-1]
             lp[col] = (logprob_sum(model, ids, len(prompt_ids)), len(ids) - len(prompt_ids))
         margins.append(lp["chosen"][0] - lp["rejected"][0])
         norm.append(lp["chosen"][0] / lp["chosen"][1] - lp["rejected"][0] / lp["rejected"][1])
@@ -203,7 +116,8 @@ MC_ROWS = [{"question": "the cat sat on", "choices": ["a mat", "zebra", "trees"]
 
 def test_multiple_choice_known_answer_and_direct_scores(env: Env) -> None:
     task = mc_file(env.root / "mc.jsonl", MC_ROWS)
-    report, _ = env.run([{"type": "multiple-choice", "path": str(task)}], model=env.biased_dir)
+    report, _ = env.run([{"type": "multiple-choice", "path": str(task), "choice_template": "{choice}",
+                          "prompt_template": "{question} answer: "}], model=env.biased_dir)
     r = report["evaluators"]["multiple-choice"]
     assert r["questions"] == 3 and r["accuracy"] == 1.0 and r["accuracy_norm"] == 1.0
     assert r["chance"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)
@@ -239,18 +153,6 @@ def test_multiple_choice_bad_row_names_file_and_line(env: Env, bad: Any, message
         env.run([{"type": "multiple-choice", "path": str(task)}])
     assert isinstance(err.value.cause, StageInputError)
     assert f"{task}:3:" in str(err.value) and message in str(err.value)
-
-
-def greedy_chain(model: Any, ids: list[int], steps: int, stop: set[int]) -> list[int]:
-    out = []
-    with torch.no_grad():
-        for _ in range(steps):
-            nxt = int(model(torch.tensor([ids[-SEQ:]]))[0, -1].argmax())
-            if nxt in stop:
-                break
-            out.append(nxt)
-            ids = ids + [nxt]
-    return out
 
 
 def test_generate_greedy_is_the_argmax_chain_and_sampling_is_seeded(env: Env) -> None:

@@ -54,11 +54,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             h_c = h[start:start + chunk_size].to(cdt)
             y_c = y[start:start + chunk_size]
             logits = (h_c @ w_c.t()).float()  # [c, V]
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, y_c[:, None]).squeeze(1)).sum()
+            # One pass of exp over the logits, in place: it yields both the log-sum-exp
+            # and (normalised) the softmax that the gradient needs.
+            target = logits.gather(1, y_c[:, None]).squeeze(1)
+            peak = logits.amax(dim=-1, keepdim=True)
+            probs = logits.sub_(peak).exp_()
+            denom = probs.sum(dim=-1, keepdim=True)
+            total += (peak + denom.log()).squeeze(1).sub_(target).sum()
             if need_h or need_w:
-                # d(sum CE)/d logits = softmax - onehot, built in place in the logits buffer.
-                probs = logits.sub_(lse[:, None]).exp_()
+                # d(sum CE)/d logits = softmax - onehot.
+                probs.div_(denom)
                 probs[torch.arange(y_c.shape[0], device=y_c.device), y_c] -= 1.0
                 g = probs.to(cdt)
                 if need_h:

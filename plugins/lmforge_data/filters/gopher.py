@@ -6,6 +6,9 @@ Checks run in this order; the first that fails names the drop reason:
 ``alpha_words``, ``stop_words``, ``duplicate_lines``, ``duplicate_line_chars``,
 ``duplicate_paragraphs``, ``duplicate_paragraph_chars``, ``top_<n>gram``, ``duplicate_<n>gram``.
 
+With ``code`` on, only ``word_count`` and ``top_<n>gram`` run (code is repetitive by nature:
+the other checks would throw most of a source tree away).
+
 Words are whitespace-separated tokens. The n-gram checks use words lower-cased with surrounding
 punctuation stripped, and measure characters as the sum of word lengths.
 """
@@ -119,6 +122,8 @@ class GopherFilter:
         for n, limit in sorted(self.max_top_ngram_char_fraction.items()):
             if top_ngram_char_fraction(words, n, total) > limit:
                 return f"top_{n}gram"
+        if self.code:
+            return None  # code repeats 5-10 word runs by nature (calls, signatures)
         for n, limit in sorted(self.max_duplicate_ngram_char_fraction.items()):
             if duplicate_ngram_char_fraction(words, n, total) > limit:
                 return f"duplicate_{n}gram"

@@ -7,6 +7,8 @@ of three kinds of edit, each keeping the original formatting everywhere else:
 * ``operator``: flip one operator or literal in the body (``<`` -> ``>=``, ``==`` -> ``!=``,
   ``+`` -> ``-``, ``and`` -> ``or``, ``True`` -> ``False``, ``is`` -> ``is not``,
   ``min`` -> ``max``, integer ``n`` -> ``n + 1`` ...);
+* ``arguments``: swap the first two positional arguments of a call, or the operands of a
+  non-commutative operator (``a - b`` -> ``b - a``);
 * ``swap``: swap two adjacent one-line statements where the second reads a name the first
   writes (so the order matters);
 * ``drop``: remove one one-line statement with an effect (``total += x``, ``out.append(x)``,
@@ -47,8 +49,9 @@ def corrupt(code: str, rng: random.Random) -> tuple[str, str] | None:
     lines = code.splitlines(keepends=True)
     body_start = func.body[0].lineno
     candidates = {"operator": _operator_edits(code, body_start),
+                  "arguments": _argument_edits(func, lines),
                   "swap": _swap_edits(func), "drop": _drop_edits(func)}
-    kinds = [k for k in ("operator", "swap", "drop") if candidates[k]]
+    kinds = [k for k in ("operator", "arguments", "swap", "drop") if candidates[k]]
     original = ast.dump(tree)
     while kinds:
         kind = rng.choice(kinds)
@@ -76,6 +79,8 @@ def _operator_edits(code: str, body_start: int) -> list[Edit]:
             continue
         new: str | None = None
         if tok.type == tokenize.OP and tok.string in OP_FLIPS:
+            if tok.string == "%" and i and tokens[i - 1].type == tokenize.STRING:
+                continue  # '%s' % x is formatting, not arithmetic
             new = OP_FLIPS[tok.string]
         elif tok.type == tokenize.NAME and tok.string in NAME_FLIPS:
             new = NAME_FLIPS[tok.string]
@@ -139,9 +144,9 @@ def _swap_edits(func: ast.AST) -> list[Edit]:
         for a, b in zip(block, block[1:]):
             if not (_one_line(a) and _one_line(b)) or a.col_offset != b.col_offset:
                 continue
-            if isinstance(a, (ast.Return, ast.Raise, ast.Break, ast.Continue, ast.Pass)) or \
-                    isinstance(b, (ast.Break, ast.Continue, ast.Pass)):
-                continue
+            flow = (ast.Return, ast.Raise, ast.Break, ast.Continue, ast.Pass)
+            if isinstance(a, flow) or isinstance(b, flow):
+                continue  # code after a return would look dead, not subtly wrong
             if _stored(a) & _loaded(b):
                 edits.append(_swap(a.lineno - 1, b.lineno - 1))
     return edits
@@ -182,5 +187,46 @@ def _drop_edits(func: ast.AST) -> list[Edit]:
 def _drop(i: int) -> Edit:
     def edit(lines: list[str]) -> list[str]:
         del lines[i]
+        return lines
+    return edit
+
+
+_NON_COMMUTATIVE = (ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift,
+                    ast.MatMult)
+
+
+def _argument_edits(func: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]
+                    ) -> list[Edit]:
+    edits: list[Edit] = []
+    for stmt in func.body:
+        for node in ast.walk(stmt):
+            pair: tuple[ast.expr, ast.expr] | None = None
+            if isinstance(node, ast.Call) and len(node.args) >= 2:
+                pair = (node.args[0], node.args[1])
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, _NON_COMMUTATIVE):
+                formatting = isinstance(node.op, ast.Mod) and (
+                    isinstance(node.left, ast.JoinedStr)
+                    or (isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)))
+                if not formatting:
+                    pair = (node.left, node.right)
+            if pair is None or any(isinstance(x, ast.Starred) for x in pair):
+                continue
+            a, b = pair
+            if not (a.lineno == a.end_lineno == b.lineno == b.end_lineno):
+                continue
+            line = lines[a.lineno - 1]
+            raw = line.encode("utf-8")
+            cut = [len(raw[:off].decode("utf-8", "replace")) for off in
+                   (a.col_offset, a.end_col_offset, b.col_offset, b.end_col_offset)]
+            left, right = line[cut[0]:cut[1]], line[cut[2]:cut[3]]
+            if left != right:
+                edits.append(_swap_spans(a.lineno - 1, cut, left, right))
+    return edits
+
+
+def _swap_spans(row: int, cut: list[int], left: str, right: str) -> Edit:
+    def edit(lines: list[str]) -> list[str]:
+        line = lines[row]
+        lines[row] = line[:cut[0]] + right + line[cut[1]:cut[2]] + left + line[cut[3]:]
         return lines
     return edit

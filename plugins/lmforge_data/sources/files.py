@@ -25,9 +25,12 @@ class _FileSource:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.skipped: Counter[str] = Counter()
+        self._files: list[Path] | None = None
 
     def files(self) -> list[Path]:
-        return expand(self.config.path)
+        if self._files is None:
+            self._files = expand(self.config.path)
+        return self._files
 
     def check(self) -> None:
         self.files()

@@ -132,13 +132,16 @@ class PythonFunctionsSource:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.skipped: Counter[str] = Counter()
+        self._files: list[Path] | None = None
 
     def describe(self) -> str:
         paths = as_list(self.config.path)
         return f"python-functions:{paths[0] if len(paths) == 1 else paths}"
 
     def files(self) -> list[Path]:
-        return expand(self.config.path, self.config.exclude)
+        if self._files is None:
+            self._files = expand(self.config.path, self.config.exclude)
+        return self._files
 
     def check(self) -> None:
         self.files()
