@@ -21,6 +21,7 @@ class CatalogComponent:
 
 @dataclass(frozen=True)
 class CatalogEntry:
+    name: str
     distribution: str
     requirement: str
     entry_points: tuple[str, ...]
@@ -39,7 +40,7 @@ def parse_catalog(text: str) -> list[CatalogEntry]:
             kind, _, name = ref.rpartition("/")
             comps.append(CatalogComponent(kind=kind, name=name))
         entries.append(CatalogEntry(
-            distribution=p["distribution"], requirement=p.get("requirement", p["distribution"]),
+            name=p["name"], distribution=p["distribution"], requirement=p.get("requirement", p["distribution"]),
             entry_points=tuple(p.get("entry_points", [])), components=tuple(comps),
             core=p.get("core", ""), description=p.get("description", ""),
             first_party=bool(p.get("first_party", False))))

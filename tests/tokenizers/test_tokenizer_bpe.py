@@ -66,6 +66,13 @@ def test_artifact_files_and_metrics(trained: tuple[Path, dict]) -> None:
     # A 400-token vocab on this repetitive corpus compresses well beyond one byte per token.
     assert metrics["bytes_per_token"] > 2.0
     assert metrics["chars_per_token"] <= metrics["bytes_per_token"]
+    heldout = corpus(40, 1)
+    tok = load_tokenizer(out)
+    n_tokens = sum(len(tok.encode(r["text"])) for r in heldout)
+    assert metrics["chars_per_token"] == pytest.approx(sum(len(r["text"]) for r in heldout)
+                                                       / n_tokens)
+    assert metrics["bytes_per_token"] == pytest.approx(
+        sum(len(r["text"].encode()) for r in heldout) / n_tokens)
     cfg = json.loads((out / "tokenizer_config.json").read_text())
     assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert cfg["eos_token"] == EOS and cfg["pad_token"] == PAD
@@ -134,6 +141,7 @@ def test_vocab_larger_than_corpus_supports(tmp_path: Path) -> None:
     msg = str(cause)
     assert "80 chars" in msg and "supports only" in msg and "lower vocab_size" in msg
     assert "5 documents" in msg
+    print(msg)
     # nothing that looks like a finished artifact was written
     assert not (tmp_path / "run" / "bpe" / "outputs" / "tokenizer" / "tokenizer.json").exists()
 
@@ -166,8 +174,10 @@ def test_chat_and_preference_datasets(tmp_path: Path) -> None:
         m = result.stages[-1].metrics
         assert m["vocab_size"] == VOCAB and m["compression_split"] == "train"
         tok = load_tokenizer(tmp_path / f"run-{fmt}" / "bpe" / "outputs" / "tokenizer")
-        assert tok.decode(tok.encode(rows[0]["prompt"][0]["content"] if fmt == "preference"
-                                     else rows[0]["messages"][0]["content"])) != ""
+        text = rows[0]["prompt"][0]["content"] if fmt == "preference" \
+            else rows[0]["messages"][1]["content"]
+        assert tok.decode(tok.encode(text)) == text
+        assert len(tok.encode(text)) < len(text.encode()) / 2  # merges were learned from contents
 
 
 def test_missing_split_is_reported_at_check(tmp_path: Path) -> None:
