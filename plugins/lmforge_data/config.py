@@ -40,6 +40,12 @@ class CurateConfig(Config):
     heldout_fraction: float = Field(default=0.05, ge=0.0, lt=1.0, description="Fraction of "
                                     "documents put in the 'heldout' split, chosen by a hash of "
                                     "the normalised text (the same on every rerun).")
+    split_by: Literal["content", "source"] = Field(default="content", description="What decides "
+        "a record's split: 'content' hashes the normalised record; 'source' hashes the unit it "
+        "came from (for python-functions and text sources: the file, relative to the glob's "
+        "folder), so every record mined from one file lands in the same split and datasets "
+        "derived from the same files hold out the same files. Records without a source unit "
+        "fall back to content.")
     heldout_min: int = Field(default=1, ge=0, description="At least this many held-out rows "
                              "(taken from train by smallest hash) so tiny corpora still get a "
                              "held-out split; ignored when heldout_fraction is 0. Train always "

@@ -13,6 +13,7 @@ The split of a row depends only on its normalised content, so reruns give the sa
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import pickle
@@ -114,8 +115,11 @@ class CurateStage(Stage):
                 total += 1
                 stats["read"] += 1
                 where = raw.pop(rec.WHERE_KEY, None) if isinstance(raw, dict) else None
+                group = raw.pop(rec.GROUP_KEY, None) if isinstance(raw, dict) else None
                 where = f"{self._where()}, {where or f'{src.describe()} record {i}'}"
                 record = rec.to_record(raw, fmt, where)
+                if self.config.split_by == "source" and group is not None:
+                    record[rec.SPLIT_KEY] = group
                 if not any(t.strip() for t in rec.texts(record, fmt)):
                     empty["empty"] += 1
                     stats["empty"] += 1
@@ -172,7 +176,10 @@ class CurateStage(Stage):
                                 dedup_dropped += 1
                                 continue
                             seen.add(key)
-                        value = int.from_bytes(key[:8], "big")
+                        group = record.pop(rec.SPLIT_KEY, None)
+                        split_key = key if group is None else hashlib.blake2b(
+                            group.encode("utf-8"), digest_size=16).digest()
+                        value = int.from_bytes(split_key[:8], "big")
                         if value < threshold:
                             writers["heldout"].write(record)
                         elif reserve:

@@ -24,6 +24,11 @@ from lmforge import StageInputError
 from lmforge.chat import validate_messages
 
 WHERE_KEY = "_where"
+#: A source may tag a record with the unit it came from (e.g. its file, relative to the glob's
+#: folder); with ``split_by: source`` the train/heldout split is decided by that unit.
+GROUP_KEY = "_group"
+#: The split decider travels with a record through the filters under this key.
+SPLIT_KEY = "_split"
 
 COLUMNS: dict[str, list[str]] = {
     "text": ["text"],
@@ -116,6 +121,13 @@ def texts(record: Mapping[str, Any], fmt: str) -> list[str]:
 
 def with_texts(record: dict[str, Any], fmt: str, new: list[str]) -> dict[str, Any]:
     """A copy of ``record`` with the strings of :func:`texts` replaced by ``new``."""
+    out = _with_texts(record, fmt, new)
+    if SPLIT_KEY in record:
+        out[SPLIT_KEY] = record[SPLIT_KEY]
+    return out
+
+
+def _with_texts(record: dict[str, Any], fmt: str, new: list[str]) -> dict[str, Any]:
     if fmt == "text":
         return {"text": new[0]}
     if fmt == "chat":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import ast
 import random
 import textwrap
@@ -211,3 +213,35 @@ def test_stdlib_smoke_through_the_stage(pm, tmp_path):
     rows = read_split(out, "train")
     assert rows[0]["messages"][0]["role"] == "user"
     assert rows[0]["messages"][1]["content"].startswith(("def ", "@", "async def "))
+
+
+def test_split_by_source_holds_out_the_same_files_across_formats(pm, tmp_path):
+    """Datasets derived from one set of files hold out the same files with split_by: source."""
+    pkg = tmp_path / "many"
+    pkg.mkdir()
+    for i in range(24):
+        pkg.joinpath(f"mod{i:02d}.py").write_text(
+            f'def f{i}(x):\n    """Return x plus {i} for module number {i}."""\n'
+            f"    return x + {i}\n\n\n"
+            f'def g{i}(y):\n    """Return y times {i} for module number {i}."""\n'
+            f"    return y * {i}\n")
+
+    def split_files(mode: str, fmt: str, run: str) -> tuple[set[str], set[str]]:
+        spec = curate_spec({"sources": [{"type": "python-functions", "mode": mode,
+                                         "path": f"{pkg}/*.py"}],
+                            "format": fmt, "split_by": "source", "heldout_fraction": 0.3,
+                            "heldout_min": 0})
+        run_spec(spec, pm, tmp_path / run)
+        out = tmp_path / run / "corpus" / "outputs" / "dataset"
+
+        def module(row: dict) -> str:
+            text = row.get("text") or row["messages"][1]["content"]
+            return re.search(r"def [fg](\d+)", text).group(1)
+
+        return ({module(r) for r in read_split(out, "train")},
+                {module(r) for r in read_split(out, "heldout")})
+
+    text_train, text_held = split_files("text", "text", "a")
+    chat_train, chat_held = split_files("chat", "chat", "b")
+    assert text_held and text_train and not (text_held & text_train)
+    assert chat_held == text_held and chat_train == text_train

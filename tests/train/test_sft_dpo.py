@@ -96,10 +96,12 @@ def test_pairs_share_prompt_and_label_only_the_response(assets, tmp_path):
 
 
 # -- end to end: pretrain -> SFT -> DPO ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def chain(assets, tmp_path_factory):
+@pytest.fixture(scope="module", params=[False] + ([True] if H.REAL else []),
+                ids=lambda r: "dense-local" if r else "fakes")
+def chain(assets, tmp_path_factory, request):
+    real = request.param
     run_dir = tmp_path_factory.mktemp("chain")
-    loop = H.loop_cfg(steps=6, log_every=2, checkpoint_every=100)
+    loop = H.loop_cfg(real, steps=6, log_every=2, checkpoint_every=100)
     spec = {"name": "chain", "seed": 1, "stages": H.base_stages(assets) + [
         {"id": "chats", "kind": "data", "plugin": "fixture",
          "config": {"path": str(assets["chat"]), "format": "chat"}},
@@ -107,16 +109,16 @@ def chain(assets, tmp_path_factory):
          "config": {"path": str(assets["preference"]), "format": "preference"}},
         {"id": "pretrain", "kind": "train", "plugin": "pretrain",
          "inputs": {"dataset": "data", "tokenizer": "bpe"},
-         "config": {"model": H.model_cfg(), "loop": loop}},
+         "config": {"model": H.model_cfg(real), "loop": loop}},
         {"id": "sft", "kind": "train", "plugin": "sft",
          "inputs": {"dataset": "chats", "tokenizer": "bpe", "init": "pretrain"},
-         "config": {"loop": H.loop_cfg(steps=16, log_every=2, checkpoint_every=100)}},
+         "config": {"loop": H.loop_cfg(real, steps=16, log_every=2, checkpoint_every=100)}},
         {"id": "dpo", "kind": "align", "plugin": "dpo",
          "inputs": {"dataset": "prefs", "tokenizer": "bpe", "init": "sft"},
-         "config": {"beta": 0.1, "loop": H.loop_cfg(steps=16, log_every=2,
+         "config": {"beta": 0.1, "loop": H.loop_cfg(real, steps=16, log_every=2,
                                                      checkpoint_every=8)}},
     ]}
-    res = run_spec(spec, H.make_pm(), run_dir)
+    res = run_spec(spec, H.make_pm(real), run_dir)
     return run_dir, {s.stage_id: s.metrics for s in res.stages}
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge_data.paths import as_list, expand
-from lmforge_data.records import WHERE_KEY
+from lmforge_data.paths import as_list, expand, glob_base, substitute
+from lmforge_data.records import GROUP_KEY, WHERE_KEY
 from lmforge_data.sources.corrupt import corrupt
 
 # Multiple-choice questions wait until this many distinct names have been seen, so distractors
@@ -146,6 +146,16 @@ class PythonFunctionsSource:
     def check(self) -> None:
         self.files()
 
+    def unit(self, path: Path) -> str:
+        """The file as a path relative to its glob's fixed folder (the split unit)."""
+        for pattern in as_list(self.config.path):
+            base = Path(glob_base(substitute(pattern)))
+            try:
+                return str(Path(path).relative_to(base))
+            except ValueError:
+                continue
+        return str(path)
+
     def _rng(self, *parts: object) -> random.Random:
         return random.Random(":".join(map(str, (self.config.seed, *parts))))
 
@@ -168,7 +178,7 @@ class PythonFunctionsSource:
                 if len(text.strip()) < c.min_file_chars:
                     self.skipped["short_file"] += 1
                     continue
-                yield {"text": text, WHERE_KEY: str(path)}
+                yield {"text": text, WHERE_KEY: str(path), GROUP_KEY: self.unit(path)}
             return
         yield from (self._multiple_choice() if c.mode == "multiple-choice"
                     else self._per_function())
@@ -188,13 +198,14 @@ class PythonFunctionsSource:
             user = {"role": "user", "content": fn.instruction()}
             if self.config.mode == "chat":
                 yield {"messages": [user, {"role": "assistant", "content": fn.code}],
-                       WHERE_KEY: fn.where}
+                       WHERE_KEY: fn.where, GROUP_KEY: self.unit(Path(fn.path))}
                 continue
             bad = corrupt(fn.code, self._rng("corrupt", fn.path, fn.qualname, fn.lineno))
             if bad is None:
                 self.skipped["no_corruption"] += 1
                 continue
-            yield {"prompt": [user], "chosen": fn.code, "rejected": bad[0], WHERE_KEY: fn.where}
+            yield {"prompt": [user], "chosen": fn.code, "rejected": bad[0], WHERE_KEY: fn.where,
+                   GROUP_KEY: self.unit(Path(fn.path))}
 
     def _multiple_choice(self) -> Iterator[dict[str, Any]]:
         names: list[str] = []  # distinct names in first-seen order: the distractor pool
@@ -225,7 +236,8 @@ class PythonFunctionsSource:
         answer = rng.randrange(4)
         choices = distractors[:answer] + [fn.name] + distractors[answer:]
         return {"question": f"Which Python function does this: {fn.summary}",
-                "choices": choices, "answer": answer, WHERE_KEY: fn.where}
+                "choices": choices, "answer": answer, WHERE_KEY: fn.where,
+                GROUP_KEY: self.unit(Path(fn.path))}
 
 
 def python_functions(config: Any) -> PythonFunctionsSource:
