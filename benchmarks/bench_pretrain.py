@@ -7,9 +7,11 @@ AdamW step on the same batch, in fp32, with the same thread count:
 * lmforge: ``causal_lm_loss`` (chunked, fused cross-entropy) on labels shifted by the caller;
 * HF: ``model(input_ids, labels=input_ids).loss`` (its own shift and mean cross-entropy).
 
-Steps are timed in alternating rounds (k lmforge steps, then k HF steps, repeated), so load
-from other processes on the machine hits both alike; warmup steps are excluded. Reports the
-median step time of each as tokens/s, and the ratio lmforge/HF.
+Steps are timed alternately (one lmforge step, one HF step, ...; ``--rounds`` to group them),
+so load from other processes on the machine hits both alike; warmup steps are excluded.
+Reports each model's median (and best) step time as tokens/s and the ratio lmforge/HF.
+``--compile`` compiles lmforge (through the ``local`` backend) and adds a compiled HF model,
+reporting lmforge+compile against both HF eager and HF compiled.
 
     python benchmarks/bench_pretrain.py [--compile] [--steps 12] [--threads 2]
 """
@@ -76,7 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
-    ap.add_argument("--rounds", type=int, default=3, help="alternations lmforge/HF")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternations between the models (default: every step)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--batch", type=int, default=8)
@@ -89,14 +92,18 @@ def main() -> None:
     ap.add_argument("--tie", action="store_true", help="tie input and output embeddings")
     args = ap.parse_args()
 
-    backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
-                                              compile=args.compile, threads=args.threads))
     cfg = DenseConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
                       n_kv_heads=args.kv_heads, max_seq_len=args.seq, tie_embeddings=args.tie)
     torch.manual_seed(0)
     ours = build(cfg, args.vocab)
-    hf = make_hf(ours, args.compile)  # copies weights before ours is compiled
+    variants: dict[str, torch.nn.Module] = {}
+    hf = make_hf(ours, compile_=False)  # copies ours' initial weights
+    if args.compile:
+        variants["hf+compile"] = make_hf(ours, compile_=True)
+    backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
+                                              compile=args.compile, threads=args.threads))
     ours = backend.prepare(ours)
+    variants = {"lmforge+compile" if args.compile else "lmforge": ours, "hf": hf, **variants}
     n_ours = ours.num_parameters()
     n_hf = sum(p.numel() for p in hf.parameters())
     assert n_ours == n_hf == cfg.num_parameters(args.vocab), (n_ours, n_hf)
@@ -106,16 +113,13 @@ def main() -> None:
     labels = torch.full_like(x, -100)
     labels[:, :-1] = x[:, 1:]  # same targets as HF's internal shift
 
-    def ours_loss() -> torch.Tensor:
-        loss_sum, n = causal_lm_loss(ours, x, labels)
-        return loss_sum / n
-
-    def hf_loss() -> torch.Tensor:
-        return hf(input_ids=x, labels=x).loss
-
-    with torch.no_grad():
-        a, b = ours_loss().item(), hf_loss().item()
-    assert abs(a - b) < 1e-3, f"initial losses differ: lmforge {a:.5f} vs HF {b:.5f}"
+    def loss_of(model: torch.nn.Module) -> Callable[[], torch.Tensor]:
+        if model is ours:
+            def ours_loss() -> torch.Tensor:
+                loss_sum, n = causal_lm_loss(ours, x, labels)
+                return loss_sum / n
+            return ours_loss
+        return lambda: model(input_ids=x, labels=x).loss
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"cpu {torch.backends.cpu.get_cpu_capability()}, compile {args.compile}")
@@ -123,14 +127,19 @@ def main() -> None:
           f"{cfg.kv_heads} kv, ffn {cfg.hidden_dim}, vocab {args.vocab}, tied {args.tie}; "
           f"parameters {n_ours:,} (non-embedding {ours.num_parameters(True):,}); "
           f"batch {args.batch} x seq {args.seq}, fp32, AdamW")
-    steps = {"lmforge": step_fn(ours, ours_loss), "hf": step_fn(hf, hf_loss)}
-    t0 = time.perf_counter()
+    with torch.no_grad():
+        first = {name: loss_of(m)().item() for name, m in variants.items()}
+    assert max(first.values()) - min(first.values()) < 1e-3, f"initial losses differ: {first}"
+
+    steps = {name: step_fn(m, loss_of(m)) for name, m in variants.items()}
     for name, step in steps.items():
+        t0 = time.perf_counter()
         timed(step, args.warmup)
-    print(f"warmup ({args.warmup} steps each): {time.perf_counter() - t0:.1f}s")
+        print(f"warmup {name}: {args.warmup} steps in {time.perf_counter() - t0:.1f}s")
     times: dict[str, list[float]] = {name: [] for name in steps}
-    per_round = max(1, args.steps // args.rounds)
-    for _ in range(args.rounds):
+    rounds = args.rounds or args.steps
+    per_round = max(1, args.steps // rounds)
+    for _ in range(rounds):
         for name, step in steps.items():
             times[name] += timed(step, per_round)
     tokens = args.batch * args.seq
@@ -138,9 +147,13 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         tps[name] = tokens / med
-        print(f"{name:8s} median step {med * 1000:7.1f} ms  (min {min(ts) * 1000:.1f}, max "
-              f"{max(ts) * 1000:.1f}, n={len(ts)})  {tps[name]:8,.0f} tokens/s")
-    print(f"ratio lmforge/HF: {tps['lmforge'] / tps['hf']:.2f}")
+        print(f"{name:16s} median step {med * 1000:7.1f} ms  (min {min(ts) * 1000:.1f}, max "
+              f"{max(ts) * 1000:.1f}, n={len(ts)})  {tps[name]:8,.0f} tokens/s  "
+              f"(best step {tokens / min(ts):,.0f})")
+    mine = next(iter(tps))
+    for name in list(tps)[1:]:
+        print(f"ratio {mine}/{name}: {tps[mine] / tps[name]:.2f} (median)  "
+              f"{min(times[name]) / min(times[mine]):.2f} (best steps)")
 
 
 if __name__ == "__main__":

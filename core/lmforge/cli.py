@@ -31,9 +31,13 @@ Plugins: installed plugins are discovered through the entry-point group 'lmforge
 
 
 def _console(stderr: bool = True) -> Any:
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # Tables read badly at rich's 80-column default for pipes and CI logs.
+    width = max(shutil.get_terminal_size((160, 24)).columns, 120)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def _plugin_options(top: bool) -> argparse.ArgumentParser:
@@ -197,7 +201,13 @@ def _human(v: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    import os
+
     from lmforge.progress import Progress
+
+    # Stages report progress through lmforge's own bars; datasets' per-map bars are noise.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from lmforge.runner import Runner, resolve_run_dir
 
     pipeline = _validated(args, pm)

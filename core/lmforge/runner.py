@@ -146,7 +146,7 @@ class Runner:
     # -- status ----------------------------------------------------------------------------
     def status(self, plan: StagePlan, inputs: Mapping[str, Artifact] | None) -> StageStatus:
         if inputs is None:
-            return StageStatus("run", None, "an input will be (re)built first")
+            return StageStatus("run", None, "an upstream stage runs first")
         key = stage_key(plan, self.pipeline.spec.seed, inputs)
         stage_dir = self.run_dir / plan.id
         manifest = read_manifest(stage_dir)

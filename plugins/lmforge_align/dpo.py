@@ -137,7 +137,8 @@ class PairBatches:
         batch = {"input_ids": tok[:, :-1].contiguous(), "labels": labels.contiguous()}
         if self.ref is not None:
             ref = torch.from_numpy(np.asarray(self.ref[rows], dtype=np.float32))
-            batch["ref_chosen"], batch["ref_rejected"] = ref[:, 0].contiguous(), ref[:, 1].contiguous()
+            batch["ref_chosen"] = ref[:, 0].contiguous()
+            batch["ref_rejected"] = ref[:, 1].contiguous()
         return batch
 
     def micro_batches(self, step: int, rank: int, world_size: int) -> list[dict[str, torch.Tensor]]:

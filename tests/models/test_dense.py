@@ -125,3 +125,13 @@ def test_dense_config_in_a_spec_slot() -> None:
     assert cfg.hidden_dim == 256 and cfg.kv_heads == 4
     with pytest.raises(ValueError):
         model_cls.model_validate({"type": "dense", "dim": 64, "n_heads": 5})
+
+
+def test_plugin_modules_import_nothing_heavy() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, lmforge_models.plugin, lmforge_torch.plugin, lmforge_export.plugin; "
+            "heavy = {'torch', 'transformers', 'tokenizers', 'safetensors', 'numpy'} & "
+            "set(sys.modules); print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,7 +16,13 @@ _PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 if importlib.util.find_spec("lmforge_train") is None and str(_PLUGINS) not in sys.path:
     sys.path.insert(0, str(_PLUGINS))
 
-from train_helpers import chat_rows, make_tokenizer, preference_rows, real_text, write_dataset  # noqa: E402,I001
+from train_helpers import (  # noqa: E402
+    chat_rows,
+    make_tokenizer,
+    preference_rows,
+    real_text,
+    write_dataset,
+)
 
 
 @pytest.fixture(scope="session")

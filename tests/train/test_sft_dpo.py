@@ -115,8 +115,8 @@ def chain(assets, tmp_path_factory, request):
          "config": {"loop": H.loop_cfg(real, steps=16, log_every=2, checkpoint_every=100)}},
         {"id": "dpo", "kind": "align", "plugin": "dpo",
          "inputs": {"dataset": "prefs", "tokenizer": "bpe", "init": "sft"},
-         "config": {"beta": 0.1, "loop": H.loop_cfg(real, steps=16, log_every=2,
-                                                     checkpoint_every=8)}},
+         "config": {"beta": 0.1, "loop": H.loop_cfg(real, steps=16, log_every=1,
+                                                           checkpoint_every=8)}},
     ]}
     res = run_spec(spec, H.make_pm(real), run_dir)
     return run_dir, {s.stage_id: s.metrics for s in res.stages}
@@ -136,8 +136,9 @@ def test_dpo_learns_the_preference(chain):
     recs = [r for r in H.metrics(run_dir / "dpo") if "train/loss" in r]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy"):
         assert f"train/{key}" in recs[0]
-    # At step 1 the policy is the reference: loss log 2, rewards 0.
-    assert recs[0]["train/loss"] == pytest.approx(math.log(2), abs=0.05)
+    # At step 1 the policy is the reference (no dropout): loss log 2, rewards 0.
+    assert recs[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert recs[0]["train/rewards/margin"] == pytest.approx(0.0, abs=1e-4)
     assert recs[-1]["train/loss"] < recs[0]["train/loss"]
     assert recs[-1]["train/rewards/accuracy"] > recs[0]["train/rewards/accuracy"]
     d = m["dpo"]

@@ -370,6 +370,7 @@ class Trainer:
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(self.step)
-        return TrainResult(steps=self.step, final_loss=self._last_logged, tokens_seen=self.tokens_seen,
+        return TrainResult(steps=self.step, final_loss=self._last_logged,
+                           tokens_seen=self.tokens_seen,
                            seconds=time.perf_counter() - start, resumed_from=resumed_from,
                            losses=losses)
