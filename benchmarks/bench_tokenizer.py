@@ -8,18 +8,23 @@ repeated (best time kept):
 * ``lmforge``: the artifact loaded with :func:`lmforge.chat.load_tokenizer` and encoded the way the
   pre-training stage does (``lmforge_train.data._encode_text`` when installed: encode_batch on the
   artifact's tokenizer, then ids + EOS per document);
-* ``lmforge per-doc``: ``TokenizerArtifact.encode`` one document at a time (evaluators' path),
-  for information.
+* ``raw-same``: the raw call on the lmforge artifact's own ``Tokenizer`` object (separately
+  loaded objects differ by a few percent on their own, so this isolates the code-path overhead);
+* ``per-doc``: ``TokenizerArtifact.encode`` one document at a time (evaluators' path), for
+  information.
 
-Prints docs/s, MB/s and the overhead of ``lmforge`` over ``raw`` (target: < 10%).
+Each path is timed per batch, interleaved with the others, best of ``--repeats``, averaged over
+``--instances`` freshly loaded objects. Prints docs/s, MB/s and the overhead of ``lmforge`` over
+``raw`` (target: < 10%).
 
-    python benchmarks/bench_tokenizer.py [--max-mb 16] [--repeats 5]
+    python benchmarks/bench_tokenizer.py [--max-mb 2] [--repeats 3] [--batch-size 64] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import sysconfig
 import tempfile
@@ -75,7 +80,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--instances", type=int, default=3, help="tokenizer objects per path")
     ap.add_argument("--tokenizer", type=Path, default=None, help="existing tokenizer artifact")
+    ap.add_argument("--threads", choices=["auto", "1"], default="auto",
+                    help="'1': TOKENIZERS_PARALLELISM=false (steadier numbers on a busy machine)")
     args = ap.parse_args()
+    if args.threads == "1":
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
     import tokenizers
 
@@ -139,7 +148,7 @@ def main() -> None:
         times = {k: sum(map(sum, v)) / args.instances for k, v in best.items()}
     print(f"tokens: {n_tokens} ({n_bytes / n_tokens:.2f} bytes/token); per batch best of "
           f"{args.repeats} repeats, mean over {args.instances} tokenizer objects; "
-          f"batch {args.batch_size} docs")
+          f"batch {args.batch_size} docs; threads {args.threads}")
     labels = {"raw": "raw tokenizers encode_batch", "lmforge": lm_label,
               "raw-same": "raw encode_batch on the artifact's object",
               "per-doc": "lmforge TokenizerArtifact.encode per doc"}
