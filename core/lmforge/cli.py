@@ -233,7 +233,9 @@ def _summary(result: Any, console: Any) -> None:
     for col in ("stage", "plugin", "status", "seconds", "metrics"):
         table.add_column(col)
     for s in result.stages:
-        metrics = ", ".join(f"{k}={_human(v)}" for k, v in list(s.metrics.items())[:6])
+        # Measurements (floats) before counts (ints): a loss says more than a row count.
+        ordered = sorted(s.metrics.items(), key=lambda kv: not isinstance(kv[1], float))
+        metrics = ", ".join(f"{k}={_human(v)}" for k, v in ordered[:8])
         colour = "green" if s.status == "complete" else "dim"
         table.add_row(s.stage_id, s.plugin, f"[{colour}]{s.status}[/]", f"{s.seconds:.1f}",
                       metrics)

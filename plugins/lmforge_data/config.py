@@ -140,6 +140,12 @@ class PythonFunctionsConfig(Config):
                                 "than this.")
     include_private: bool = Field(default=False, description="Also use functions whose name "
                                   "starts with '_' (dunder methods are always skipped).")
+    corruptions: list[Literal["operator", "arguments", "swap", "drop", "name"]] = Field(
+        default_factory=lambda: ["operator", "arguments", "swap", "drop", "name"], min_length=1,
+        description="'preference' mode: the kinds of edit that make a rejected function — "
+        "operator (flip an operator or literal), arguments (swap call arguments or operands), "
+        "swap (swap two dependent statements), drop (remove a statement with an effect), name "
+        "(read an undefined variable instead of a local one).")
     seed: int = Field(default=0, description="Seed of the deterministic choices (corruption "
                       "site, distractors, answer position).")
 

@@ -17,6 +17,10 @@ from lmforge_eval.config import (
 INPUTS = {
     "model": InputSlot(accepts=("model",), help="The model to evaluate."),
     "tokenizer": InputSlot(accepts=("tokenizer",), help="The tokenizer the model was trained with."),
+    "baseline": InputSlot(accepts=("model",), required=False,
+                          help="A model to compare with (e.g. the one before fine-tuning): every "
+                               "evaluator except generate also runs on it, and the report shows "
+                               "both and the change."),
     "text": InputSlot(accepts=("dataset/text",), required=False,
                       help="Documents for perplexity (held-out split; train split for the "
                            "unigram baseline)."),

@@ -30,11 +30,23 @@ def render_markdown(report: Mapping[str, Any], sections: Mapping[str, str]) -> s
              f"- model: `{report['model']['path']}` ({report['model']['parameters']:,} parameters, "
              f"max_seq_len {report['model']['max_seq_len']})",
              f"- tokenizer: `{report['tokenizer']['path']}` (vocab {report['tokenizer']['vocab_size']})",
-             f"- device: {report['device']}", "",
-             "| evaluator | metric | value |", "|---|---|---|"]
+             f"- device: {report['device']}"]
+    baseline = report.get("baseline_evaluators")
+    if baseline is None:
+        lines += ["", "| evaluator | metric | value |", "|---|---|---|"]
+    else:
+        lines += [f"- baseline: `{report['baseline']['path']}`", "",
+                  "| evaluator | metric | model | baseline | change |", "|---|---|---|---|---|"]
     for label, result in report["evaluators"].items():
+        base = metrics_of(baseline.get(label, {})) if baseline is not None else None
         for k, v in metrics_of(result).items():
-            lines.append(f"| {label} | {k} | {_fmt(v)} |")
+            if base is None:
+                lines.append(f"| {label} | {k} | {_fmt(v)} |")
+            elif k in base:
+                lines.append(f"| {label} | {k} | {_fmt(v)} | {_fmt(base[k])} | "
+                             f"{_fmt(v - base[k])} |")
+            else:
+                lines.append(f"| {label} | {k} | {_fmt(v)} | — | — |")
     lines.append("")
     for label, result in report["evaluators"].items():
         extra = sections.get(label, "")

@@ -44,13 +44,16 @@ class SuiteStage(Stage):
         from lmforge.modelio import read_model_json
 
         sid = self.ctx.stage_id
-        model_meta = read_model_json(self.ctx.input("model").path)
         tok_meta = self.ctx.input("tokenizer").meta
         tok_vocab = tok_meta.get("vocab_size")
-        if tok_vocab is not None and int(tok_vocab) > int(model_meta["vocab_size"]):
-            raise StageInputError(f"stage {sid!r}: the tokenizer has {tok_vocab} tokens but the "
-                                  f"model only {model_meta['vocab_size']}; wire the tokenizer the "
-                                  f"model was trained with")
+        for slot in ("model", "baseline"):
+            if slot not in self.ctx.inputs:
+                continue
+            model_meta = read_model_json(self.ctx.input(slot).path)
+            if tok_vocab is not None and int(tok_vocab) > int(model_meta["vocab_size"]):
+                raise StageInputError(f"stage {sid!r}: the tokenizer has {tok_vocab} tokens but "
+                                      f"the {slot} model only {model_meta['vocab_size']}; wire "
+                                      f"the tokenizer the model was trained with")
         for label, cfg, ev in self._evaluators():
             for name, kind in ev.requires().items():
                 if name not in self.ctx.inputs:
@@ -84,8 +87,16 @@ class SuiteStage(Stage):
                        if n not in ("model", "tokenizer")},
             "evaluators": {},
         }
+        baseline = None
+        if "baseline" in self.ctx.inputs:
+            baseline = self.ctx.load_model(self.ctx.input("baseline"), device=device)
+            baseline.eval()
+            report["baseline"] = {"path": str(self.ctx.input("baseline").path),
+                                  "hash": self.ctx.input("baseline").hash}
+            report["baseline_evaluators"] = {}
         sections: dict[str, str] = {}
         headline: dict[str, Any] = {}
+        baseline_headline: dict[str, Any] = {}  # after the model's own metrics
         for step, (label, cfg, ev) in enumerate(self._evaluators()):
             ectx = EvalContext(stage=self.ctx, label=label, batch_size=self.config.batch_size,
                                max_examples=self.config.max_examples)
@@ -94,8 +105,16 @@ class SuiteStage(Stage):
             report["evaluators"][label] = {"type": cfg.type, **result}
             sections[label] = ev.markdown(result)
             metrics = {f"{label}/{k}": v for k, v in metrics_of(result).items()}
-            self.ctx.log(step, metrics)
             headline.update(metrics)
+            if baseline is not None and cfg.type != "generate":
+                with torch.inference_mode():
+                    base = dict(ev.run(baseline, tokenizer, self.ctx.inputs, device, ectx))
+                report["baseline_evaluators"][label] = {"type": cfg.type, **base}
+                base_metrics = {f"baseline/{label}/{k}": v for k, v in metrics_of(base).items()}
+                baseline_headline.update(base_metrics)
+                metrics.update(base_metrics)
+            self.ctx.log(step, metrics)
+        headline.update(baseline_headline)
         write_report(self.ctx.output_dir("report"), report, sections)
         self.ctx.write_artifact_meta("report", {"evaluators": list(report["evaluators"]),
                                                 "metrics": headline})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import ast
 import random
+import re
 import textwrap
 from pathlib import Path
 
@@ -179,6 +178,25 @@ def test_corruption_kinds():
     assert "def g(a):\n    c = b + 1\n    b = a * 2\n    return c\n" in {
         corrupt(swap, random.Random(i))[0] for i in range(60)}
     assert corrupt("def h():\n    return x\n", random.Random(0)) is None
+
+
+def test_name_corruption_reads_an_undefined_variable():
+    code = "def area(width, height):\n    s = 'é'\n    total = width * height\n    return total\n"
+    seen = set()
+    for i in range(30):
+        new, kind = corrupt(code, random.Random(i), ("name",))
+        assert kind == "name"
+        tree = ast.parse(new)
+        defined = {"width", "height", "s", "total"}
+        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Load)}
+        undefined = loads - defined
+        assert len(undefined) == 1, new  # exactly one read now names an undefined variable
+        seen.add(undefined.pop())
+        assert new.count("\n") == code.count("\n") and "'é'" in new
+    assert len(seen) > 3
+    # only the requested kinds are used
+    assert {corrupt(code, random.Random(i), ("operator",))[1] for i in range(10)} == {"operator"}
 
 
 def test_multiple_choice_mode(package):

@@ -79,8 +79,11 @@ class Env:
     def load(self, path: Path) -> Any:
         return load_model(path, self.pm).eval()
 
-    def spec(self, evaluators: list[dict], model: Path | None = None, **data: Path) -> dict:
+    def spec(self, evaluators: list[dict], model: Path | None = None,
+             baseline: Path | None = None, **data: Path) -> dict:
         fixtures = {"m": (model or self.model_dir, "model"), "tok": (self.tok_dir, "tokenizer")}
+        if baseline is not None:
+            fixtures["baseline"] = (baseline, "model")
         kinds = {"text": "dataset/text", "chat": "dataset/chat",
                  "preferences": "dataset/preference", "choices": "dataset/multiple-choice"}
         for name, path in data.items():
@@ -88,15 +91,17 @@ class Env:
         stages = [{"id": sid, "kind": "data", "plugin": "fixture",
                    "config": {"path": str(p), "kind": k}} for sid, (p, k) in fixtures.items()]
         inputs = {"model": "m", "tokenizer": "tok", **{n: n for n in data}}
+        if baseline is not None:
+            inputs["baseline"] = "baseline"
         stages.append({"id": "ev", "kind": "evaluate", "plugin": "suite", "inputs": inputs,
                        "config": {"evaluators": evaluators, "batch_size": 3, "device": "cpu"}})
         return {"name": "eval", "stages": stages}
 
-    def run(self, evaluators: list[dict], model: Path | None = None, **data: Path
-            ) -> tuple[dict, str]:
+    def run(self, evaluators: list[dict], model: Path | None = None,
+            baseline: Path | None = None, **data: Path) -> tuple[dict, str]:
         self.runs += 1
         run_dir = self.root / f"run{self.runs}"
-        run_spec(self.spec(evaluators, model, **data), self.pm, run_dir)
+        run_spec(self.spec(evaluators, model, baseline, **data), self.pm, run_dir)
         out = run_dir / "ev" / "outputs" / "report"
         return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
 

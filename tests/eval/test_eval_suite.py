@@ -209,3 +209,18 @@ def test_report_collects_all_evaluators(env: Env) -> None:
     for label in report["evaluators"]:
         assert f"| {label} |" in md
     assert "## generate (generate)" in md and "*completion:*" in md
+
+
+def test_baseline_model_is_evaluated_alongside(env: Env) -> None:
+    evaluators = [{"type": "perplexity"}, {"type": "chat-loss"},
+                  {"type": "generate", "prompts": ["hi"], "max_new_tokens": 3}]
+    report, md = env.run(evaluators, baseline=env.biased_dir, text=env.text, chat=env.chat)
+    alone, _ = env.run(evaluators[:2], model=env.biased_dir, text=env.text, chat=env.chat)
+    for label in ("perplexity", "chat-loss"):
+        assert report["baseline_evaluators"][label] == alone["evaluators"][label]
+    assert "generate" not in report["baseline_evaluators"]
+    assert report["evaluators"]["chat-loss"]["loss"] != alone["evaluators"]["chat-loss"]["loss"]
+    ours, theirs = (report["evaluators"]["chat-loss"]["loss"],
+                    report["baseline_evaluators"]["chat-loss"]["loss"])
+    assert "| model | baseline | change |" in md
+    assert f"| chat-loss | loss | {ours:.4f} | {theirs:.4f} | {ours - theirs:.4f} |" in md

@@ -12,7 +12,10 @@ of three kinds of edit, each keeping the original formatting everywhere else:
 * ``swap``: swap two adjacent one-line statements where the second reads a name the first
   writes (so the order matters);
 * ``drop``: remove one one-line statement with an effect (``total += x``, ``out.append(x)``,
-  ``s = s.strip()``).
+  ``s = s.strip()``);
+* ``name``: replace one read of a local variable or parameter with a common identifier the
+  function never defines or mentions (a ``NameError`` waiting to happen — the kind of slip a
+  model that tracks its context can learn to avoid).
 
 The kind is drawn first among those possible, then the site. ``None`` when nothing applies.
 """
@@ -37,8 +40,18 @@ _BLOCK_FIELDS = ("body", "orelse", "finalbody")
 Edit = Callable[[list[str]], list[str]]
 
 
-def corrupt(code: str, rng: random.Random) -> tuple[str, str] | None:
-    """A corrupted variant of ``code`` and the kind of edit, or ``None`` if none applies."""
+KINDS = ("operator", "arguments", "swap", "drop", "name")
+#: Identifiers a wrong variable is drawn from (only those the function does not mention).
+NAME_POOL = ("data", "result", "value", "item", "items", "obj", "name", "text", "key", "args",
+             "path", "node", "line", "index", "count", "size", "buf", "tmp", "other", "params")
+
+
+def corrupt(code: str, rng: random.Random, kinds: tuple[str, ...] = KINDS
+            ) -> tuple[str, str] | None:
+    """A corrupted variant of ``code`` and the kind of edit, or ``None`` if none applies.
+
+    ``kinds`` limits the edits to those kinds (see the module docstring).
+    """
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -50,8 +63,9 @@ def corrupt(code: str, rng: random.Random) -> tuple[str, str] | None:
     body_start = func.body[0].lineno
     candidates = {"operator": _operator_edits(code, body_start),
                   "arguments": _argument_edits(func, lines),
-                  "swap": _swap_edits(func), "drop": _drop_edits(func)}
-    kinds = [k for k in ("operator", "arguments", "swap", "drop") if candidates[k]]
+                  "swap": _swap_edits(func), "drop": _drop_edits(func),
+                  "name": _name_edits(func, lines, rng)}
+    kinds = [k for k in KINDS if k in kinds and candidates[k]]
     original = ast.dump(tree)
     while kinds:
         kind = rng.choice(kinds)
@@ -92,6 +106,31 @@ def _operator_edits(code: str, body_start: int) -> list[Edit]:
             new = str(int(tok.string) + 1)
         if new is not None and tok.start[0] == tok.end[0]:
             edits.append(_replace(tok.start, tok.end, new))
+    return edits
+
+
+def _name_edits(func: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str],
+                rng: random.Random) -> list[Edit]:
+    a = func.args
+    params = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg not in
+              ("self", "cls")] + [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+    mentioned = {n.id for n in ast.walk(func) if isinstance(n, ast.Name)}
+    mentioned |= {n.attr for n in ast.walk(func) if isinstance(n, ast.Attribute)}
+    mentioned |= {x.arg for x in ast.walk(a) if isinstance(x, ast.arg)}
+    local = set(params) | {n.id for n in ast.walk(func)
+                           if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    pool = [n for n in NAME_POOL if n not in mentioned]
+    if not pool:
+        return []
+    edits: list[Edit] = []
+    for stmt in func.body:
+        for n in ast.walk(stmt):
+            if (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in local
+                    and n.end_lineno == n.lineno):
+                line = lines[n.lineno - 1].encode("utf-8")
+                start = len(line[:n.col_offset].decode("utf-8", "replace"))
+                end = len(line[:n.end_col_offset].decode("utf-8", "replace"))
+                edits.append(_replace((n.lineno, start), (n.lineno, end), rng.choice(pool)))
     return edits
 
 

@@ -200,7 +200,8 @@ class PythonFunctionsSource:
                 yield {"messages": [user, {"role": "assistant", "content": fn.code}],
                        WHERE_KEY: fn.where, GROUP_KEY: self.unit(Path(fn.path))}
                 continue
-            bad = corrupt(fn.code, self._rng("corrupt", fn.path, fn.qualname, fn.lineno))
+            bad = corrupt(fn.code, self._rng("corrupt", fn.path, fn.qualname, fn.lineno),
+                          tuple(self.config.corruptions))
             if bad is None:
                 self.skipped["no_corruption"] += 1
                 continue
