@@ -4,6 +4,7 @@ improves what each stage is meant to improve, and a rerun reuses every stage."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ def test_debug_pipeline_end_to_end(tmp_path, capsys):
     sft = report(run, "eval-sft")
     assert (sft["evaluators"]["chat-loss"]["loss"]
             < sft["baseline_evaluators"]["chat-loss"]["loss"])
+    dpo_heldout = [json.loads(line) for line in
+                   (run / "dpo" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert dpo_heldout["heldout/loss"] < math.log(2)  # below the loss of an untrained policy
     dpo = report(run, "eval-dpo")
     assert (dpo["evaluators"]["preference"]["margin"]
             > dpo["baseline_evaluators"]["preference"]["margin"])

@@ -196,7 +196,8 @@ def test_name_corruption_reads_an_undefined_variable():
         assert new.count("\n") == code.count("\n") and "'é'" in new
     assert len(seen) > 3
     # only the requested kinds are used
-    assert {corrupt(code, random.Random(i), ("operator",))[1] for i in range(10)} == {"operator"}
+    both = "def f(a, b):\n    c = a + b\n    return c\n"
+    assert {corrupt(both, random.Random(i), ("operator",))[1] for i in range(10)} == {"operator"}
 
 
 def test_multiple_choice_mode(package):
