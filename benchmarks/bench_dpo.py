@@ -103,12 +103,11 @@ def write_pairs(folder: Path, pairs: list[dict[str, Any]]) -> None:
 
 # -- the two runs -------------------------------------------------------------------------------
 def run_lmforge(root: Path, args: argparse.Namespace) -> list[float]:
-    from lmforge.testing import plugin_manager, run_spec
-    from lmforge.training import loop as loop_mod
-
     import lmforge_align.plugin as align
     import lmforge_models.plugin as models
     import lmforge_torch.plugin as torch_plugin
+    from lmforge.testing import plugin_manager, run_spec
+    from lmforge.training import loop as loop_mod
 
     times: list[float] = []
     orig = loop_mod.Trainer.train_step

@@ -101,7 +101,9 @@ def main() -> None:
             print(f"trained a {args.vocab_size}-token byte-level BPE in "
                   f"{time.perf_counter() - start:.1f}s")
         try:
-            from lmforge_train.data import _encode_text as train_encode  # the pre-training path
+            from lmforge_train.data import (
+                _encode_text as train_encode,  # the pre-training path
+            )
             lm_label = "lmforge (pretrain _encode_text)"
         except ImportError:
             def train_encode(batch: dict, indices: list, tokenizer: Any, eos_id: int,

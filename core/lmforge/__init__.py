@@ -16,7 +16,13 @@ from lmforge.components import (
     Slot,
     stage,
 )
-from lmforge.errors import LmforgeError, PluginError, SpecError, StageFailed, StageInputError
+from lmforge.errors import (
+    LmforgeError,
+    PluginError,
+    SpecError,
+    StageFailed,
+    StageInputError,
+)
 from lmforge.hookspecs import hookimpl
 from lmforge.interfaces import FilterResult
 from lmforge.stages import Artifact, Stage, StageContext

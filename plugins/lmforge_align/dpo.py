@@ -21,16 +21,22 @@ import torch
 
 from lmforge import Stage, StageInputError
 from lmforge.chat import END, TokenizerArtifact, encode_chat, validate_messages
-from lmforge.datasetio import load_split, read_meta, split_files
-from lmforge.training.loop import LossOutput, Trainer, build_backend, evaluate, to_device, unwrap
+from lmforge.datasetio import load_split, read_meta
+from lmforge.training.loop import (
+    LossOutput,
+    Trainer,
+    build_backend,
+    evaluate,
+    to_device,
+    unwrap,
+)
 from lmforge.training.losses import sequence_logprobs
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
     cached_arrays,
+    check_init_stage,
     check_seq_len,
-    check_vocab,
-    init_model_info,
     load_init_model,
     load_tokenizer_input,
     main_first,
@@ -200,12 +206,7 @@ class DPOStage(Stage):
     config: DPOConfig
 
     def check(self) -> None:
-        ctx, loop = self.ctx, self.config.loop
-        split_files(ctx.input("dataset").path, "train")
-        tok = load_tokenizer_input(ctx)
-        arch, vocab, path = init_model_info(ctx)
-        check_seq_len(ctx, loop.seq_len, arch.get("max_seq_len"), f"init model {path}")
-        check_vocab(ctx, tok.vocab_size, vocab, str(path))
+        check_init_stage(self.ctx, self.config.loop.seq_len)
 
     def _pairs(self, split: str, backend: Any, tok: TokenizerArtifact, module: torch.nn.Module
                ) -> tuple[PairBatches, dict[str, Any]]:

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from lmforge import Stage, StageInputError
 from lmforge.datasetio import read_meta, split_files
-from lmforge.training.loop import LossOutput, Trainer, build_backend, evaluate, unwrap
+from lmforge.training.loop import LossOutput, Trainer, build_backend, unwrap
 from lmforge.training.losses import causal_lm_loss
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
     check_seq_len,
     check_vocab,
+    finish_training,
+    heldout_metrics,
     init_model_info,
     load_init_model,
     load_tokenizer_input,
-    save_model_output,
 )
 from lmforge_train.config import PretrainConfig
 from lmforge_train.data import BlockBatches, token_stream
@@ -93,18 +93,9 @@ class PretrainStage(Stage):
                                 cfg.num_proc)
             hb = BlockBatches(held, loop.seq_len)
             if hb.num_blocks:
-                ev = evaluate(trainer.module, lm_loss,
-                              hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
-                                            backend.world_size), backend)
-                metrics["heldout/loss"] = ev["loss"]
-                metrics["heldout/perplexity"] = math.exp(min(ev["loss"], 50.0))
-                metrics["heldout/tokens"] = int(ev["count"])
-                if backend.is_main:
-                    ctx.log(result.steps, {k: v for k, v in metrics.items()
-                                           if k.startswith("heldout/")})
-        if backend.is_main:
-            save_model_output(ctx, unwrap(trainer.module), arch, vocab,
-                              {"tokens_seen": result.tokens_seen, "steps": result.steps})
-        backend.barrier()
-        backend.close()
+                metrics.update(heldout_metrics(
+                    ctx, backend, trainer.module, lm_loss,
+                    hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
+                                  backend.world_size), result.steps, "tokens"))
+        finish_training(ctx, backend, trainer.module, arch, vocab, result)
         return metrics

@@ -8,23 +8,23 @@ conversation per row the loss is exactly that of each conversation on its own.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from lmforge import Stage, StageInputError
-from lmforge.datasetio import read_meta, split_files
-from lmforge.training.loop import Trainer, build_backend, evaluate, unwrap
+from lmforge.datasetio import read_meta
+from lmforge.training.loop import Trainer, build_backend
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
+    check_init_stage,
     check_seq_len,
     check_vocab,
-    init_model_info,
+    finish_training,
+    heldout_metrics,
     load_init_model,
     load_tokenizer_input,
-    save_model_output,
 )
 from lmforge_train.config import SFTConfig
 from lmforge_train.data import ChatBatches, chat_arrays
@@ -35,12 +35,7 @@ class SFTStage(Stage):
     config: SFTConfig
 
     def check(self) -> None:
-        ctx, loop = self.ctx, self.config.loop
-        split_files(ctx.input("dataset").path, "train")
-        tok = load_tokenizer_input(ctx)
-        arch, vocab, path = init_model_info(ctx)
-        check_seq_len(ctx, loop.seq_len, arch.get("max_seq_len"), f"init model {path}")
-        check_vocab(ctx, tok.vocab_size, vocab, str(path))
+        check_init_stage(self.ctx, self.config.loop.seq_len)
 
     def run(self) -> dict[str, Any]:
         ctx, cfg, loop = self.ctx, self.config, self.config.loop
@@ -79,18 +74,9 @@ class SFTStage(Stage):
                                   loop.seq_len, cfg.num_proc)
             hb = ChatBatches(held)
             if len(hb.keep):
-                ev = evaluate(trainer.module, lm_loss,
-                              hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
-                                            backend.world_size), backend)
-                metrics["heldout/loss"] = ev["loss"]
-                metrics["heldout/perplexity"] = math.exp(min(ev["loss"], 50.0))
-                metrics["heldout/assistant_tokens"] = int(ev["count"])
-                if backend.is_main:
-                    ctx.log(result.steps, {k: v for k, v in metrics.items()
-                                           if k.startswith("heldout/")})
-        if backend.is_main:
-            save_model_output(ctx, unwrap(trainer.module), arch, vocab,
-                              {"tokens_seen": result.tokens_seen, "steps": result.steps})
-        backend.barrier()
-        backend.close()
+                metrics.update(heldout_metrics(
+                    ctx, backend, trainer.module, lm_loss,
+                    hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
+                                  backend.world_size), result.steps, "assistant_tokens"))
+        finish_training(ctx, backend, trainer.module, arch, vocab, result)
         return metrics

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.errors import PluginError, SpecError
+from lmforge.errors import PluginError
 from lmforge.plugins import PluginManager
-from lmforge.testing import check_plugin, plugin_manager, validate_spec
+from lmforge.testing import check_plugin, plugin_manager
 from tests.core import toy_plugin
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from lmforge import Component, Config, InputSlot, Slot, Stage, StageInputError, hookimpl, stage
+from lmforge import (
+    Component,
+    Config,
+    InputSlot,
+    Slot,
+    Stage,
+    StageInputError,
+    hookimpl,
+    stage,
+)
 
 
 class CountConfig(Config):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lmforge.testing import run_spec
 from lmforge_data.config import PythonFunctionsConfig
 from lmforge_data.sources.corrupt import corrupt
 from lmforge_data.sources.python_functions import docstring_summary, python_functions
-from lmforge.testing import run_spec
 from tests.data.helpers import curate_spec, read_split
 
 GEOMETRY = '''

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import lmforge_align.plugin as align_plugin
-import lmforge_train.plugin as train_plugin
 import pytest
 import train_helpers as H
 
+import lmforge_align.plugin as align_plugin
+import lmforge_train.plugin as train_plugin
 from lmforge.errors import SpecError, StageFailed, StageInputError
 from lmforge.testing import check_plugin, run_spec, validate_spec
 

@@ -85,9 +85,8 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(assets, tmp_path, monke
 
 
 def test_estimate_uses_architecture_and_upstream_vocab():
-    from lmforge_train.config import PretrainConfig
-
     from lmforge.testing import validate_spec
+    from lmforge_train.config import PretrainConfig
 
     spec = {"stages": [
         {"id": "bpe", "kind": "tokenizer", "plugin": "fixture",

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import train_helpers as H
-from lmforge_align.dpo import PairBatches, fit_pair, pair_arrays
-from lmforge_align.preference_loss import dpo_loss
-from lmforge_train.data import ChatBatches, chat_arrays
 
 from lmforge.chat import load_tokenizer
 from lmforge.testing import run_spec
+from lmforge_align.dpo import PairBatches, fit_pair, pair_arrays
+from lmforge_align.preference_loss import dpo_loss
+from lmforge_train.data import ChatBatches, chat_arrays
 
 
 # -- SFT masks ----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from typing import Any
 
 import train_fakes
 
-
 from lmforge.chat import SPECIAL_TOKENS  # noqa: E402
 
 
@@ -108,10 +107,9 @@ REAL = _real_plugins()
 
 
 def make_pm(real: bool = False) -> Any:
-    from lmforge.testing import plugin_manager
-
     import lmforge_align.plugin as align
     import lmforge_train.plugin as train
+    from lmforge.testing import plugin_manager
 
     extra = list(REAL or []) if real else []
     return plugin_manager(train, align, train_fakes, *extra)

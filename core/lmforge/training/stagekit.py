@@ -50,6 +50,48 @@ def check_vocab(ctx: StageContext, tokenizer_vocab: int, model_vocab: int, where
             f"tokenizer the model was trained with")
 
 
+def check_init_stage(ctx: StageContext, seq_len: int) -> None:
+    """``check()`` of a stage that fine-tunes its ``init`` model: the dataset has a train split,
+    ``seq_len`` fits the init model, and the tokenizer fits its vocabulary (no weights loaded)."""
+    from lmforge.datasetio import split_files
+
+    split_files(ctx.input("dataset").path, "train")
+    tok = load_tokenizer_input(ctx)
+    arch, vocab, path = init_model_info(ctx)
+    check_seq_len(ctx, seq_len, arch.get("max_seq_len"), f"init model {path}")
+    check_vocab(ctx, tok.vocab_size, vocab, str(path))
+
+
+def heldout_metrics(ctx: StageContext, backend: Any, module: torch.nn.Module, loss_fn: Any,
+                    batches: Any, step: int, count_name: str) -> dict[str, float | int]:
+    """Evaluate ``loss_fn`` over ``batches`` of the held-out split and log it at ``step``:
+    ``heldout/loss``, ``heldout/perplexity`` and ``heldout/<count_name>``."""
+    import math
+
+    from lmforge.training.loop import evaluate
+
+    ev = evaluate(module, loss_fn, batches, backend)
+    metrics: dict[str, float | int] = {
+        "heldout/loss": ev["loss"], "heldout/perplexity": math.exp(min(ev["loss"], 50.0)),
+        f"heldout/{count_name}": int(ev["count"])}
+    if backend.is_main:
+        ctx.log(step, metrics)
+    return metrics
+
+
+def finish_training(ctx: StageContext, backend: Any, module: torch.nn.Module,
+                    architecture: Config, vocab_size: int, result: Any) -> None:
+    """Save the trained model as the stage's ``model`` output (main process), then release the
+    backend."""
+    from lmforge.training.loop import unwrap
+
+    if backend.is_main:
+        save_model_output(ctx, unwrap(module), architecture, vocab_size,
+                          {"tokens_seen": result.tokens_seen, "steps": result.steps})
+    backend.barrier()
+    backend.close()
+
+
 def init_model_info(ctx: StageContext, slot: str = "init") -> tuple[dict[str, Any], int, Path]:
     """``(architecture dict, vocab_size, path)`` of the ``init`` model, read from model.json
     (cheap: no weights loaded)."""
