@@ -5,6 +5,8 @@
 * :func:`validate_spec` / :func:`run_spec` — validate or run a spec given as a dict or YAML text.
 * :func:`check_plugin` — the conformance check plugin authors run on their package; returns a
   list of problems (empty when the plugin conforms). ``assert not check_plugin(my_plugin)``.
+* :func:`write_dataset_artifact` / :func:`write_tokenizer_artifact` — small artifacts in the
+  core's formats, to feed a stage under test without running the stages that make them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,60 @@ def run_spec(spec: Mapping[str, Any] | str, plugins: PluginManager, run_dir: Pat
     runner = Runner(pipeline, plugins, run_dir=Path(run_dir), progress=Progress(enabled=False),
                     force=set(force))
     return runner.run(only=only, until=until)
+
+
+# -- artifacts for tests ------------------------------------------------------------------------
+def write_dataset_artifact(path: Path, fmt: str, splits: Mapping[str, Iterable[Mapping[str, Any]]],
+                           rows_per_shard: int = 100_000) -> Path:
+    """Write a ``dataset/<fmt>`` artifact (see :mod:`lmforge.datasetio`): Parquet shards of at
+    most ``rows_per_shard`` rows per split (none for an empty split), ``artifact.json`` and an
+    empty ``stats.json``. Returns ``path``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    meta: dict[str, Any] = {"format": fmt, "splits": {}, "columns": []}
+    for split, rows in splits.items():
+        rows = [dict(r) for r in rows]
+        (path / split).mkdir(parents=True, exist_ok=True)
+        shards = 0
+        for start in range(0, len(rows), rows_per_shard):
+            table = pa.Table.from_pylist(rows[start:start + rows_per_shard])
+            pq.write_table(table, path / split / f"shard-{shards:05d}.parquet")
+            shards += 1
+            meta["columns"] = table.column_names
+        meta["splits"][split] = {"rows": len(rows), "shards": shards}
+    (path / "artifact.json").write_text(json.dumps(meta))
+    (path / "stats.json").write_text("{}")
+    return path
+
+
+def write_tokenizer_artifact(path: Path, texts: Iterable[str], vocab_size: int = 300,
+                             min_frequency: int = 0) -> Path:
+    """Train a small byte-level BPE on ``texts`` with lmforge's special tokens and write a
+    ``tokenizer`` artifact (see :mod:`lmforge.chat`) that ``transformers`` can load too."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from lmforge.chat import EOS, PAD, SPECIAL_TOKENS, jinja_template
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOS, "pad_token": PAD,
+        "chat_template": jinja_template(), "model_max_length": 1024}))
+    (path / "special_tokens_map.json").write_text(json.dumps({"eos_token": EOS,
+                                                              "pad_token": PAD}))
+    (path / "artifact.json").write_text(json.dumps({
+        "vocab_size": tok.get_vocab_size(),
+        "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}}))
+    return path
 
 
 # -- conformance -------------------------------------------------------------------------------

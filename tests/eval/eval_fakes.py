@@ -3,7 +3,6 @@ publishes a ready folder as an artifact, and writers for dataset and tokenizer a
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,8 +14,8 @@ from pydantic import Field
 from torch import nn
 
 from lmforge import Config, Stage, hookimpl, stage
-from lmforge.chat import SPECIAL_TOKENS
 from lmforge.components import Component
+from lmforge.testing import write_dataset_artifact, write_tokenizer_artifact
 
 
 class TinyConfig(Config):
@@ -86,29 +85,9 @@ class FakesPlugin:
 
 def write_dataset(path: Path, fmt: str, splits: Mapping[str, Sequence[dict[str, Any]]]) -> Path:
     """A ``dataset/<fmt>`` artifact: one Parquet shard per split plus artifact.json."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    meta: dict[str, Any] = {"format": fmt, "splits": {}}
-    for split, rows in splits.items():
-        (path / split).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(list(rows)), path / split / "shard-00000.parquet")
-        meta["splits"][split] = {"rows": len(rows), "shards": 1}
-    (path / "artifact.json").write_text(json.dumps(meta))
-    return path
+    return write_dataset_artifact(path, fmt, splits)
 
 
 def write_tokenizer(path: Path, texts: Sequence[str], vocab_size: int) -> Path:
     """A byte-level BPE ``tokenizer`` artifact trained with raw ``tokenizers``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    path.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path / "tokenizer.json"))
-    (path / "artifact.json").write_text(json.dumps({"vocab_size": tok.get_vocab_size()}))
-    return path
+    return write_tokenizer_artifact(path, texts, vocab_size, min_frequency=1)

@@ -3,7 +3,6 @@ pipeline (so the tokenizer stage runs through the real runner without the data p
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,30 +11,13 @@ from typing import Any
 from pydantic import Field
 
 from lmforge import Config, Stage, hookimpl, stage
+from lmforge.testing import write_dataset_artifact
 
 
 def write_dataset(path: Path, fmt: str, splits: Mapping[str, Sequence[dict[str, Any]]],
                   rows_per_shard: int = 1000) -> Path:
     """Write a ``dataset/<fmt>`` artifact (Parquet shards per split + artifact.json)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    meta: dict[str, Any] = {"format": fmt, "splits": {}, "columns": []}
-    for split, rows in splits.items():
-        (path / split).mkdir(parents=True, exist_ok=True)
-        shards = 0
-        for i in range(0, max(len(rows), 1), rows_per_shard):
-            chunk = list(rows[i:i + rows_per_shard])
-            if not chunk:
-                break
-            pq.write_table(pa.Table.from_pylist(chunk), path / split / f"shard-{shards:05d}.parquet")
-            shards += 1
-        meta["splits"][split] = {"rows": len(rows), "shards": shards}
-        if rows:
-            meta["columns"] = list(rows[0])
-    (path / "artifact.json").write_text(json.dumps(meta))
-    return path
+    return write_dataset_artifact(path, fmt, splits, rows_per_shard)
 
 
 class FixtureConfig(Config):

@@ -11,7 +11,7 @@ from typing import Any
 
 import train_fakes
 
-from lmforge.chat import SPECIAL_TOKENS  # noqa: E402
+from lmforge.testing import write_dataset_artifact, write_tokenizer_artifact
 
 
 def real_text(min_chars: int = 40_000) -> list[str]:
@@ -37,38 +37,12 @@ def real_text(min_chars: int = 40_000) -> list[str]:
 
 def make_tokenizer(folder: Path, corpus: list[str], vocab_size: int = 384) -> Path:
     """Train a byte-level BPE with lmforge's special tokens; write a tokenizer artifact."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "artifact.json").write_text(json.dumps({
-        "vocab_size": tok.get_vocab_size(),
-        "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}}))
-    return folder
+    return write_tokenizer_artifact(folder, corpus, vocab_size)
 
 
 def write_dataset(folder: Path, fmt: str, splits: dict[str, list[dict[str, Any]]]) -> Path:
     """A dataset artifact per :mod:`lmforge.datasetio` (one Parquet shard per split)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    meta: dict[str, Any] = {"format": fmt, "splits": {}, "columns": []}
-    for split, rows in splits.items():
-        (folder / split).mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(rows)
-        pq.write_table(table, folder / split / "shard-00000.parquet")
-        meta["splits"][split] = {"rows": len(rows), "shards": 1}
-        meta["columns"] = table.column_names
-    (folder / "artifact.json").write_text(json.dumps(meta))
-    (folder / "stats.json").write_text("{}")
-    return folder
+    return write_dataset_artifact(folder, fmt, splits)
 
 
 def chat_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
