@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +57,42 @@ def test_debug_pipeline_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", spec, "--run-dir", str(run), "-q"]) == 0
     assert "nothing to do: every stage was reused" in capsys.readouterr().err
+
+
+def _lmforge(*args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
+    return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_pretraining_killed_mid_stage_resumes_to_identical_artifacts(tmp_path):
+    """SIGKILL during pre-training, rerun: the stage resumes from its checkpoint and its model
+    artifact is byte-identical (same content hash) to an uninterrupted run's."""
+    spec = str(REPO / "examples" / "debug" / "pipeline.yaml")
+    args = ["--until", "pretrain", "-q", "pretrain.loop.checkpoint_every=10"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    proc = _lmforge("run", spec, "--run-dir", str(clean), *args)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+
+    proc = _lmforge("run", spec, "--run-dir", str(killed), *args)
+    ckpts = killed / "pretrain" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (ckpts.is_dir() and any(p.name == "step-00000010" for p in ckpts.iterdir())):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    first = json.loads((killed / "pretrain" / "manifest.json").read_text())
+    assert first["status"] == "running"
+
+    proc = _lmforge("run", spec, "--run-dir", str(killed), *args)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    resumed = json.loads((killed / "pretrain" / "manifest.json").read_text())
+    reference = json.loads((clean / "pretrain" / "manifest.json").read_text())
+    assert resumed["status"] == "complete" and resumed["resumed"] is True
+    assert resumed["outputs"]["model"]["hash"] == reference["outputs"]["model"]["hash"]
+    losses = [[(r["step"], r.get("train/loss")) for r in map(json.loads, (d / "pretrain" /
+               "metrics.jsonl").read_text().splitlines())] for d in (clean, killed)]
+    assert losses[0] == losses[1]
