@@ -93,3 +93,58 @@ class DenseConfig(Config):
         if self.tie_embeddings:
             n += vocab_size * self.dim
         return 6 * n + 6 * self.n_layers * seq_len * self.dim
+
+
+class MoEConfig(DenseConfig):
+    """A Llama-family decoder whose SwiGLU MLPs are sparse Mixtral-style mixtures of experts."""
+
+    type: Literal["moe"] = Field(default="moe", description="Selects this architecture.")  # type: ignore[assignment]
+    ffn_hidden: int | None = Field(
+        default=None, ge=1, description="SwiGLU hidden size of each expert. Default: 2/3 * 4 * "
+        "dim rounded up to multiple_of (the Llama rule).")
+    n_experts: int = Field(default=8, ge=1, description="SwiGLU experts per MoE layer.")
+    top_k: int = Field(default=2, ge=1, description="Experts each token is routed to; at most "
+                       "n_experts. Their router probabilities are renormalised to sum to 1.")
+    router_aux_loss_coef: float = Field(
+        default=0.01, ge=0.0, description="Weight of the load-balancing loss (model.aux_loss, "
+        "added to the training loss); 0 disables it.")
+
+    @model_validator(mode="after")
+    def _experts(self) -> MoEConfig:
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) must be at most n_experts "
+                             f"({self.n_experts}): each token picks top_k distinct experts")
+        return self
+
+    def _counts(self, vocab_size: int, experts: int) -> tuple[int, int]:
+        """``(total, embed)`` with ``experts`` SwiGLU experts per layer."""
+        d, kv = self.dim, self.kv_heads * self.head_dim
+        attn = d * d + 2 * d * kv + d * d  # q, k, v, o
+        moe = d * self.n_experts + experts * 3 * d * self.hidden_dim  # router + experts
+        per_layer = attn + moe + 2 * d  # two RMSNorm weights
+        embed = vocab_size * d
+        head = 0 if self.tie_embeddings else vocab_size * d
+        return self.n_layers * per_layer + d + embed + head, embed
+
+    def num_parameters(self, vocab_size: int, non_embedding: bool = False) -> int:
+        """Exact trainable parameter count of the module this config builds (all experts).
+
+        ``non_embedding=True`` leaves out the token embedding matrix (and, when tied, the
+        output projection, which is the same matrix); an untied output projection is counted.
+        """
+        total, embed = self._counts(vocab_size, self.n_experts)
+        return total - embed if non_embedding else total
+
+    def active_parameters(self, vocab_size: int, non_embedding: bool = False) -> int:
+        """Parameters used per token: as :meth:`num_parameters` with only ``top_k`` experts."""
+        total, embed = self._counts(vocab_size, self.top_k)
+        return total - embed if non_embedding else total
+
+    def flops_per_token(self, seq_len: int, vocab_size: int) -> int:
+        """Training FLOPs per token: ``6 * N_active_matmul + 6 * L * T * dim``, where
+        ``N_active_matmul`` counts the weights a token actually multiplies (router, ``top_k``
+        experts, attention, output projection; embedding lookup excluded)."""
+        n = self.active_parameters(vocab_size, non_embedding=True)
+        if self.tie_embeddings:
+            n += vocab_size * self.dim
+        return 6 * n + 6 * self.n_layers * seq_len * self.dim

@@ -26,9 +26,14 @@ from lmforge_train.data import BlockBatches, token_stream
 
 
 def lm_loss(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-    """Summed next-token loss over the batch's labels (``-100`` ignored)."""
+    """Summed next-token loss over the batch's labels (``-100`` ignored), plus, in training
+    mode, ``count`` times the model's ``aux_loss`` when it has one (e.g. MoE load balancing),
+    so that the per-token mean loss gets ``+ aux_loss``."""
     model = module if hasattr(module, "hidden") else unwrap(module)
     loss, n = causal_lm_loss(model, batch["input_ids"], batch["labels"])
+    aux = getattr(model, "aux_loss", None)
+    if aux is not None and model.training:
+        loss = loss + aux * n
     return LossOutput(loss_sum=loss, count=n)
 
 
