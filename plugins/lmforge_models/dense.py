@@ -113,7 +113,11 @@ class DenseLM(nn.Module):
     """Decoder-only LM implementing :class:`lmforge.interfaces.CausalLM` and ``HFExportable``.
 
     ``forward(input_ids [B, T]) -> logits [B, T, vocab_size]``; ``T <= max_seq_len``.
+    Variants (e.g. the MoE model) subclass it and replace ``block_class`` and the
+    feed-forward part of the HF mapping (:meth:`_hf_ffn`).
     """
+
+    block_class: type[nn.Module] = Block
 
     def __init__(self, config: DenseConfig, vocab_size: int) -> None:
         super().__init__()
@@ -123,7 +127,7 @@ class DenseLM(nn.Module):
         self.vocab_size = int(vocab_size)
         self.max_seq_len = config.max_seq_len
         self.embed = nn.Embedding(vocab_size, config.dim)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(self.block_class(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.dim, vocab_size,
                                                                     bias=False)
@@ -211,22 +215,25 @@ class DenseLM(nn.Module):
         for i, block in enumerate(self.blocks):
             p = f"model.layers.{i}."
             wq, wk, wv = block.attn.qkv.weight.split([q, kv, kv], dim=0)
-            gate, up = block.mlp.gate_up.weight.split([block.mlp.hidden] * 2, dim=0)
             out.update({
                 p + "self_attn.q_proj.weight": wq,
                 p + "self_attn.k_proj.weight": wk,
                 p + "self_attn.v_proj.weight": wv,
                 p + "self_attn.o_proj.weight": block.attn.out.weight,
-                p + "mlp.gate_proj.weight": gate,
-                p + "mlp.up_proj.weight": up,
-                p + "mlp.down_proj.weight": block.mlp.down.weight,
                 p + "input_layernorm.weight": block.attn_norm.weight,
                 p + "post_attention_layernorm.weight": block.mlp_norm.weight,
+                **self._hf_ffn(p, block),
             })
         out["model.norm.weight"] = self.norm.weight
         if self.lm_head is not None:
             out["lm_head.weight"] = self.lm_head.weight
         return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+    def _hf_ffn(self, prefix: str, block: nn.Module) -> dict[str, torch.Tensor]:
+        """The feed-forward weights of one block under HF names (``prefix`` ends with '.')."""
+        gate, up = block.mlp.gate_up.weight.split([block.mlp.hidden] * 2, dim=0)
+        return {prefix + "mlp.gate_proj.weight": gate, prefix + "mlp.up_proj.weight": up,
+                prefix + "mlp.down_proj.weight": block.mlp.down.weight}
 
 
 def build(config: DenseConfig, vocab_size: int) -> DenseLM:
