@@ -1,17 +1,10 @@
-"""Make ``plugins/`` importable even when the editable install predates the plugin packages."""
+"""Fixtures for the evaluation plugin's tests."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-if importlib.util.find_spec("lmforge_eval") is None and str(_PLUGINS) not in sys.path:
-    sys.path.insert(0, str(_PLUGINS))
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,12 @@
-"""Fixtures for the training tests: a BPE tokenizer artifact, dataset artifacts, specs.
-
-``plugins/`` is made importable even when the editable install predates the plugin packages.
-"""
+"""Fixtures for the training tests: a BPE tokenizer artifact, dataset artifacts, specs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-if importlib.util.find_spec("lmforge_train") is None and str(_PLUGINS) not in sys.path:
-    sys.path.insert(0, str(_PLUGINS))
-
-from train_helpers import (  # noqa: E402
+from train_helpers import (
     chat_rows,
     make_tokenizer,
     preference_rows,

@@ -228,6 +228,3 @@ def _model_name(c: Component) -> str:
              if p]
     return "".join(p[:1].upper() + p[1:] for p in parts)
 
-
-def field_info(model: type[BaseModel], name: str) -> FieldInfo | None:
-    return model.model_fields.get(name)
