@@ -11,6 +11,7 @@ import functools
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,19 @@ class CatalogEntry:
     first_party: bool = False
 
 
-def parse_catalog(text: str) -> list[CatalogEntry]:
+def _resolve_requirement(requirement: str, base: Path | None) -> str:
+    """A requirement that is a relative path (``./x``, ``../x``) is relative to the catalog
+    file's folder: made absolute when that folder is known and the path exists there, so the
+    printed ``pip install`` works from any directory."""
+    if base is None or not requirement.startswith(("./", "../")):
+        return requirement
+    path = (base / requirement).resolve()
+    return str(path) if path.exists() else requirement
+
+
+def parse_catalog(text: str, base: Path | None = None) -> list[CatalogEntry]:
+    """Parse catalog TOML; relative-path requirements resolve against ``base`` (the folder
+    of the catalog file; see :func:`_resolve_requirement`)."""
     doc = tomllib.loads(text)
     entries = []
     for p in doc.get("plugin", []):
@@ -40,7 +53,8 @@ def parse_catalog(text: str) -> list[CatalogEntry]:
             kind, _, name = ref.rpartition("/")
             comps.append(CatalogComponent(kind=kind, name=name))
         entries.append(CatalogEntry(
-            name=p["name"], distribution=p["distribution"], requirement=p.get("requirement", p["distribution"]),
+            name=p["name"], distribution=p["distribution"],
+            requirement=_resolve_requirement(p.get("requirement", p["distribution"]), base),
             entry_points=tuple(p.get("entry_points", [])), components=tuple(comps),
             core=p.get("core", ""), description=p.get("description", ""),
             first_party=bool(p.get("first_party", False))))
@@ -50,8 +64,12 @@ def parse_catalog(text: str) -> list[CatalogEntry]:
 @functools.cache
 def load_catalog() -> tuple[CatalogEntry, ...]:
     """The catalog shipped with this lmforge (empty if the file is missing)."""
+    node = resources.files("lmforge").joinpath("_catalog/catalog.toml")
     try:
-        text = resources.files("lmforge").joinpath("_catalog/catalog.toml").read_text("utf-8")
+        text = node.read_text("utf-8")
     except (FileNotFoundError, OSError):
         return ()
-    return tuple(parse_catalog(text))
+    # In a checkout (editable install) _catalog links to registry/: resolving the link makes
+    # ../examples/... point into the checkout.
+    base = Path(str(node)).resolve().parent if isinstance(node, Path) else None
+    return tuple(parse_catalog(text, base))

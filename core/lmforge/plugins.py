@@ -88,6 +88,9 @@ class PluginManager:
         self.plugins: dict[str, PluginInfo] = {}
         self._components: dict[tuple[str, str], Component] = {}
         self._assembler: Any = None
+        # How :meth:`load` was asked to discover installed plugins (explains a missing one).
+        self.autoload = False
+        self.allow: tuple[str, ...] | None = None
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -103,6 +106,8 @@ class PluginManager:
             trace = _truthy(os.environ.get(ENV_TRACE))
         if trace:
             self.enable_trace()
+        self.autoload = bool(autoload)
+        self.allow = tuple(allow) if allow is not None and autoload else None
         if autoload:
             self._load_entry_points(allow)
         for module in modules:
@@ -128,11 +133,12 @@ class PluginManager:
             dist, version = _distribution_of(ENTRY_POINT_GROUP, ext.name, ext.entry_point.value)
             self.register(ext.plugin, name=ext.name, distribution=dist, version=version)
 
-    def register_module(self, module_path: str) -> None:
-        """Register an importable module as a plugin (the ``-p`` option).
+    def register_module(self, module_path: str) -> str:
+        """Register an importable module as a plugin (the ``-p`` option); return its name.
 
         The current directory is searched too (as with ``python -m``), so an in-house plugin
-        module next to the spec needs no packaging.
+        module next to the spec needs no packaging. A module that is already registered (an
+        installed plugin's entry point) is left as it is (see :meth:`register`).
         """
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -141,11 +147,22 @@ class PluginManager:
         except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
             raise PluginError(f"-p {module_path}: cannot import plugin module: "
                               f"{type(exc).__name__}: {exc}") from exc
-        self.register(module, name=module_path, distribution="<-p option>", version="")
+        return self.register(module, name=module_path, distribution="<-p option>", version="")
 
     def register(self, plugin: Any, *, name: str, distribution: str = "<in-process>",
-                 version: str = "") -> None:
-        """Register ``plugin`` (module or object with hook implementations) and its components."""
+                 version: str = "") -> str:
+        """Register ``plugin`` (module or object with hook implementations) and its components;
+        return the name it is registered under.
+
+        Registering an object that is already registered (under any name) is a no-op that
+        returns its existing name: an installed plugin named again with ``-p`` or passed to
+        ``lmforge.testing.plugin_manager(plugin, autoload=True)`` keeps its entry-point name
+        and is not counted twice. A *different* object under a taken name raises
+        :class:`PluginError`.
+        """
+        existing = self.pm.get_name(plugin)
+        if existing is not None:
+            return existing
         if self.pm.has_plugin(name) or name in self.plugins:
             raise PluginError(f"a plugin named {name!r} is already registered")
         try:
@@ -153,7 +170,7 @@ class PluginManager:
         except pluggy.PluginValidationError as exc:
             self.failures.append(LoadFailure(entry_point=name, name=name, distribution=distribution,
                                              version=version, error=f"invalid hooks: {exc}"))
-            return
+            return name
         contributed: list[Component] = []
         impl = next((i for i in self.pm.hook.lmforge_components.get_hookimpls()
                      if i.plugin is plugin), None)
@@ -171,7 +188,7 @@ class PluginManager:
                                                  distribution=distribution, version=version,
                                                  error=f"lmforge_components raised "
                                                        f"{type(exc).__name__}: {exc}"))
-                return
+                return name
         stamped = []
         for c in contributed:
             c = _restamp(c, plugin=name, distribution=distribution, version=version)
@@ -190,6 +207,7 @@ class PluginManager:
                                         distribution=distribution, version=version,
                                         components=tuple(stamped))
         self._assembler = None
+        return name
 
     def unregister(self, name: str) -> None:
         info = self.plugins.pop(name, None)
@@ -258,14 +276,36 @@ class PluginManager:
                     if f.name in entry.entry_points or f.distribution == entry.distribution:
                         return (f"{label} is provided by plugin {f.name!r} "
                                 f"({f.distribution} {f.version}), which failed to load: {f.error}")
-                return (f"{label} is provided by {entry.distribution}, which is not installed: "
-                        f"pip install '{entry.requirement}'")
+                return self._explain_not_loaded(label, entry)
         names = [c.name for c in self.components(kind)]
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else (
             f"; installed: {', '.join(names)}" if names else "; none is installed")
         broken = "".join(f"; note: {f.format()} — it may provide it" for f in self.failures)
         return f"no {label}{hint}{broken}"
+
+    def _explain_not_loaded(self, label: str, entry: Any) -> str:
+        """Why a component the catalog attributes to ``entry`` is missing: not installed,
+        installed but not loaded (autoload off, allow-list), or installed without it."""
+        version = _installed_version(entry.distribution)
+        if version is None:
+            return (f"{label} is provided by {entry.distribution}, which is not installed: "
+                    f"pip install '{entry.requirement}'")
+        eps = [ep for ep in entry.entry_points if ep not in self.plugins] or list(
+            entry.entry_points)
+        which = ", ".join(repr(ep) for ep in eps)
+        head = (f"{label} is provided by plugin {which} of {entry.distribution} {version}, "
+                f"which is installed but not loaded")
+        if not self.autoload:
+            return (f"{head}: loading of installed plugins is off (--no-autoload or "
+                    f"{ENV_DISABLE}=1; in tests, lmforge.testing.plugin_manager() loads only "
+                    f"the plugins you pass: pass autoload=True or that plugin's module)")
+        if self.allow is not None:
+            return (f"{head}: it is not in the allow-list (--plugins / {ENV_ALLOW}="
+                    f"{','.join(self.allow)}); add {','.join(eps)} to it")
+        return (f"{label} is listed in the catalog for {entry.distribution}, but the installed "
+                f"{entry.distribution} {version} does not provide it: pip install -U "
+                f"'{entry.requirement}'")
 
     def component_config_model(self, kind: str, name: str) -> type[Config]:
         """The component's config model as used in specs: ``Slot`` fields resolved to unions of
@@ -283,6 +323,14 @@ class PluginManager:
         """Raise :class:`PluginError` when component names conflict (ambiguous selection)."""
         if self.conflicts:
             raise PluginError("\n".join(self.conflicts))
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None when it is not installed."""
+    try:
+        return md.version(distribution)
+    except md.PackageNotFoundError:
+        return None
 
 
 def _restamp(c: Component, **fields: str) -> Component:

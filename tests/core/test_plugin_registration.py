@@ -1,0 +1,86 @@
+"""Registering plugins: the same module twice is harmless; 'not loaded' is told apart from
+'not installed'."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lmforge_data.plugin as data_plugin
+from lmforge.errors import PluginError
+from lmforge.plugins import PluginManager
+from lmforge.testing import plugin_manager
+from tests.core import toy_plugin
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _lmforge(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
+    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=REPO)
+
+
+def test_installed_plugin_passed_again_with_autoload_is_registered_once() -> None:
+    pm = plugin_manager(data_plugin, autoload=True)
+    assert pm.conflicts == [] and pm.failures == []
+    owners = [name for name, info in pm.plugins.items() if info.module == "lmforge_data.plugin"]
+    assert owners == ["data"], "kept under its entry-point name"
+    assert pm.get_component("filter", "gopher").plugin == "data"
+
+
+def test_same_module_registered_twice_is_a_no_op() -> None:
+    pm = plugin_manager(toy_plugin)
+    before = pm.components()
+    assert pm.register(toy_plugin, name="again") == "tests.core.toy_plugin"
+    assert pm.components() == before and list(pm.plugins) == ["tests.core.toy_plugin"]
+    pm.register_module("tests.core.toy_plugin")  # the -p path
+    assert list(pm.plugins) == ["tests.core.toy_plugin"] and pm.conflicts == []
+
+
+def test_a_different_plugin_under_a_taken_name_is_still_an_error() -> None:
+    pm = plugin_manager(toy_plugin)
+    with pytest.raises(PluginError, match="already registered"):
+        pm.register(data_plugin, name="tests.core.toy_plugin")
+
+
+def test_p_option_naming_an_installed_plugin_module() -> None:
+    proc = _lmforge("-p", "lmforge_data.plugin", "plugins", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    report = json.loads(proc.stdout)
+    names = [p["name"] for p in report["plugins"]]
+    assert names.count("data") == 1 and "lmforge_data.plugin" not in names
+    assert report["conflicts"] == []
+
+
+def test_installed_but_not_loaded_says_so() -> None:
+    pm = plugin_manager(toy_plugin)  # autoload off
+    with pytest.raises(PluginError) as err:
+        pm.get_component("stage:train", "pretrain")
+    msg = str(err.value)
+    assert "not installed" not in msg and "pip install" not in msg
+    assert "installed but not loaded" in msg and "'train'" in msg
+    assert "autoload" in msg
+
+
+def test_excluded_by_the_allow_list_says_so() -> None:
+    pm = PluginManager.load(autoload=True, allow=["data"], trace=False)
+    with pytest.raises(PluginError) as err:
+        pm.get_component("stage:train", "pretrain")
+    msg = str(err.value)
+    assert "installed but not loaded" in msg and "allow-list" in msg and "'train'" in msg
+
+
+def test_not_installed_still_says_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmforge.plugins as plugins_mod
+
+    monkeypatch.setattr(plugins_mod, "_installed_version", lambda dist: None)
+    pm = plugin_manager(toy_plugin)
+    with pytest.raises(PluginError, match=r"which is not installed: pip install"):
+        pm.get_component("filter", "acme-blocklist")
