@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from lmforge import hookspecs
 from lmforge.components import STAGE_KINDS, Component, Config
+from lmforge.interfaces import FilterResult
 from lmforge.plugins import PluginManager
 from lmforge.progress import Progress
 
@@ -130,6 +131,15 @@ def check_plugin(plugin: Any) -> list[str]:
     Schema can be generated, whose every field has a description or a default documented in the
     schema, and a factory that can be imported; stage components use a known stage kind and
     declare outputs.
+
+    Then every non-stage component of a kind whose factory call lmforge defines (see
+    :data:`BUILD_ARGS`) and whose config has a default for every field is *built*, as a
+    pipeline builds it: the default config is validated by the spec's model for that component
+    (the one a spec's ``{type: name}`` produces; it may need installed plugins for ``Slot``
+    defaults) and passed to the factory. A filter built this way must survive a pickle round
+    trip (the data stage sends filters to worker processes with ``num_proc > 1``) and return a
+    :class:`lmforge.FilterResult` for a sample text, before and after. Stages are not built
+    (they need a run context: test them with :func:`run_spec`).
     """
     problems: list[str] = []
     specs = {n: getattr(hookspecs, n) for n in dir(hookspecs) if n.startswith("lmforge_")}
@@ -175,7 +185,89 @@ def check_plugin(plugin: Any) -> list[str]:
         except Exception as exc:  # noqa: BLE001
             problems.append(f"{label}: factory {c.factory!r} cannot be loaded: "
                             f"{type(exc).__name__}: {exc}")
+            continue
+        if not _has_problem(problems, label):
+            problems += _check_default_build(plugin, c, label)
     return problems
+
+
+def _has_problem(problems: list[str], label: str) -> bool:
+    """Whether ``label`` already has a problem (then it is not built: one cause, one report)."""
+    return any(p.startswith(f"{label}:") for p in problems)
+
+
+#: Extra arguments of ``factory(config, *args)`` per component kind, as lmforge calls them
+#: (docs/architecture.md); the check builds only these kinds (``tracker`` gets a temp folder).
+BUILD_ARGS: dict[str, tuple[Any, ...]] = {
+    "filter": (), "source": (), "backend": (), "evaluator": (), "architecture": (256,),
+    "tracker": ("<run_dir>",),
+}
+_SAMPLE_TEXT = "A short sample document.\nIt has two lines and an EMAIL: a@example.com.\n"
+
+
+def _has_default(model: type[BaseModel]) -> bool:
+    return all(not f.is_required() for name, f in model.model_fields.items() if name != "type")
+
+
+def _default_config(plugin: Any, c: Component) -> tuple[Any, str]:
+    """The component's default config as a spec would validate it, or ``(None, problem)``.
+
+    Tried first with only ``plugin`` registered, then with the installed plugins too (a ``Slot``
+    default may name another plugin's component).
+    """
+    error = ""
+    for autoload in (False, True):
+        try:
+            pm = plugin_manager(plugin, autoload=autoload)
+            model = pm.component_config_model(c.kind, c.name)
+            return model.model_validate({"type": c.name} if "type" in model.model_fields
+                                        else {}), ""
+        except Exception as exc:  # noqa: BLE001 - reported below if both attempts fail
+            error = f"{type(exc).__name__}: {exc}"
+    return None, error
+
+
+def _check_default_build(plugin: Any, c: Component, label: str) -> list[str]:
+    """Build ``c`` from its default config (see :func:`check_plugin`); return problems."""
+    import pickle
+    import tempfile
+
+    if c.kind not in BUILD_ARGS or not _has_default(c.config):
+        return []
+    config, error = _default_config(plugin, c)
+    if config is None:
+        return [f"{label}: its default config does not validate: {error}"]
+    with tempfile.TemporaryDirectory(prefix="lmforge-check-") as tmp:
+        args = tuple(Path(tmp) if a == "<run_dir>" else a for a in BUILD_ARGS[c.kind])
+        try:
+            built = c.load_factory()(config, *args)
+        except Exception as exc:  # noqa: BLE001
+            return [f"{label}: factory {c.factory!r} fails on the default config "
+                    f"({_short(config)}): {type(exc).__name__}: {exc}"]
+        if c.kind != "filter":
+            return []
+        try:
+            copy = pickle.loads(pickle.dumps(built))
+        except Exception as exc:  # noqa: BLE001
+            return [f"{label}: the filter built from the default config cannot be pickled "
+                    f"({type(exc).__name__}: {exc}); filters run in worker processes when the "
+                    f"data stage has num_proc > 1, so keep plain values (str, int, float, "
+                    f"compiled regexes) on the filter object, not the config object"]
+        for which, f in (("built", built), ("unpickled", copy)):
+            try:
+                result = f(_SAMPLE_TEXT)
+            except Exception as exc:  # noqa: BLE001
+                return [f"{label}: the {which} filter raised on a sample text: "
+                        f"{type(exc).__name__}: {exc}"]
+            if not isinstance(result, FilterResult):
+                return [f"{label}: the {which} filter returned {type(result).__name__}, "
+                        f"expected lmforge.FilterResult"]
+    return []
+
+
+def _short(config: Any) -> str:
+    text = repr(config.model_dump() if isinstance(config, BaseModel) else config)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_config_model(label: str, model: type[BaseModel]) -> list[str]:
