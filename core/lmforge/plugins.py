@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = "lmforge.plugins"
 ENV_DISABLE = "LMFORGE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ALLOW = "LMFORGE_PLUGINS"
 ENV_TRACE = "LMFORGE_TRACE_HOOKS"
+FIRST_PARTY_DISTRIBUTION = "lmforge"
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,32 @@ class PluginManager:
             self.register_module(module)
         return self
 
-    def _load_entry_points(self, allow: Sequence[str] | None) -> None:
+    @classmethod
+    def load_first_party(cls, *, trace: bool = False) -> PluginManager:
+        """Only the plugins of the ``lmforge`` distribution itself, whatever else is installed
+        (and whatever the ``LMFORGE_*`` variables say): what the generated spec reference
+        documents and what the project's own tests check."""
+        ours = sorted({ep.name for ep in md.entry_points(group=ENTRY_POINT_GROUP)
+                       if getattr(ep, "dist", None) is not None
+                       and ep.dist.metadata["Name"] == FIRST_PARTY_DISTRIBUTION})
+        self = cls()
+        if trace:
+            self.enable_trace()
+        self.autoload, self.allow = True, tuple(ours)
+        # A third party's entry point may reuse one of our names: keep only ours.
+        self._load_entry_points(ours, distribution=FIRST_PARTY_DISTRIBUTION)
+        return self
+
+    def _load_entry_points(self, allow: Sequence[str] | None,
+                           distribution: str | None = None) -> None:
+        """Load the group's entry points (only ``allow``ed names, only from ``distribution``
+        when given). Two distributions using one entry-point name is a recorded conflict."""
         from stevedore import ExtensionManager, NamedExtensionManager
 
         def on_failure(_manager: Any, ep: Any, exc: BaseException) -> None:
             dist, version = _distribution_of(ENTRY_POINT_GROUP, ep.name, ep.value)
+            if distribution is not None and dist != distribution:
+                return
             self.failures.append(LoadFailure(entry_point=f"{ep.name} = {ep.value}", name=ep.name,
                                              distribution=dist, version=version,
                                              error=f"{type(exc).__name__}: {exc}"))
@@ -131,6 +153,15 @@ class PluginManager:
             mgr = ExtensionManager(**kwargs)
         for ext in sorted(mgr.extensions, key=lambda e: e.name):
             dist, version = _distribution_of(ENTRY_POINT_GROUP, ext.name, ext.entry_point.value)
+            if distribution is not None and dist != distribution:
+                continue
+            if ext.name in self.plugins:
+                other = self.plugins[ext.name]
+                self.conflicts.append(
+                    f"entry point {ext.name!r} is declared by both {other.distribution} "
+                    f"{other.version} and {dist} {version} ({ext.entry_point.value}); only the "
+                    f"first is loaded: uninstall one of them")
+                continue
             self.register(ext.plugin, name=ext.name, distribution=dist, version=version)
 
     def register_module(self, module_path: str) -> str:

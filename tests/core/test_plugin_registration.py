@@ -84,3 +84,49 @@ def test_not_installed_still_says_pip_install(monkeypatch: pytest.MonkeyPatch) -
     pm = plugin_manager(toy_plugin)
     with pytest.raises(PluginError, match=r"which is not installed: pip install"):
         pm.get_component("filter", "acme-blocklist")
+
+
+# -- what else is installed does not change what the project's own checks see ----------------
+def test_first_party_view_ignores_other_installed_plugins(tmp_path: Path) -> None:
+    from lmforge.reference import markdown_reference
+    from tests.core.test_plugins import COMPONENT, fake_dist
+
+    site = tmp_path / "site"
+    site.mkdir()
+    # one plugin with its own name, one whose entry point reuses a first-party name
+    fake_dist(site, "lmforge-extra", "1.0", {"extra": "extra_mod"},
+              {"extra_mod": COMPONENT.replace('"scaler"', '"filter"').format(name="extra")})
+    fake_dist(site, "lmforge-squatter", "1.0", {"data": "squat_mod"},
+              {"squat_mod": COMPONENT.replace('"scaler"', '"filter"').format(name="squat")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{REPO}"
+
+    def lmforge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lmforge", *args], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    everything = json.loads(lmforge("plugins", "list", "--json").stdout)
+    assert "extra" in [p["name"] for p in everything["plugins"]]  # they are installed
+    assert everything["conflicts"]
+    ours = lmforge("schema", "--first-party", "--format", "markdown")
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == markdown_reference(PluginManager.load_first_party())
+    assert "extra" not in ours.stdout and "squat" not in ours.stdout
+
+
+def test_two_distributions_with_one_entry_point_name_is_a_conflict_not_a_crash(
+        tmp_path: Path) -> None:
+    from tests.core.test_plugins import COMPONENT, fake_dist
+
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_dist(site, "lmforge-squatter", "1.0", {"data": "squat_mod"},
+              {"squat_mod": COMPONENT.format(name="squat")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{REPO}"
+    proc = subprocess.run([sys.executable, "-m", "lmforge", "plugins", "list", "--json"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    conflicts = json.loads(proc.stdout)["conflicts"]
+    assert len(conflicts) == 1 and "'data'" in conflicts[0]
+    assert "lmforge-squatter" in conflicts[0] and "lmforge " in conflicts[0]

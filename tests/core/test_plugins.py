@@ -182,7 +182,7 @@ def test_conformance_check_finds_problems():
 
 
 def test_installed_first_party_plugins_conform():
-    pm = PluginManager.load(autoload=True)
+    pm = PluginManager.load_first_party()
     assert pm.failures == [], [f.format() for f in pm.failures]
     for info in pm.plugins.values():
         if info.distribution == "lmforge":
