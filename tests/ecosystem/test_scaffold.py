@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,16 +67,24 @@ def test_layout_and_metadata(tmp_path: Path) -> None:
     assert "$" not in (root / "src/lmforge_my_filters/plugin.py").read_text()
 
 
+def unique_plugin_name() -> str:
+    """A plugin name no one has installed: the docs tell readers to `new-plugin my-filters`
+    and install it, which must not change what these tests see."""
+    return f"scaffold-probe-{uuid.uuid4().hex[:10]}"
+
+
 def test_generated_tests_pass_as_generated(tmp_path: Path) -> None:
-    root = create_plugin("my-filters", tmp_path / "lmforge-my-filters")
+    name = unique_plugin_name()
+    root = create_plugin(name, tmp_path / f"lmforge-{name}")
+    package = plugin_names(name).package
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "5 passed, 1 skipped" in proc.stdout  # the entry-point test needs an install
     # the registration module stays light: importing it pulls in no heavy library
-    code = ("import sys, lmforge_my_filters.plugin; heavy = {'torch', 'numpy', 'datasets', "
-            "'wandb'} & set(sys.modules); assert not heavy, heavy")
+    code = (f"import sys, {package}.plugin; heavy = {{'torch', 'numpy', 'datasets', "
+            f"'wandb'}} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
 
 
@@ -90,15 +99,16 @@ def test_cli_new_plugin(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_generated_package_installs_and_is_discovered(tmp_path: Path,
                                                       lmforge_venv: Venv) -> None:
-    root = create_plugin("scaffolded", tmp_path / "lmforge-scaffolded")
+    name = unique_plugin_name()
+    root = create_plugin(name, tmp_path / f"lmforge-{name}")
     lmforge_venv.install(root)
     try:
         proc = lmforge_venv.run(lmforge_venv.python, "-m", "pytest", "-q", "-p",
                                 "no:cacheprovider", cwd=root)
         assert "6 passed" in proc.stdout, proc.stdout  # including the entry-point test
         report = json.loads(lmforge_venv.run("lmforge", "plugins", "list", "--json").stdout)
-        mine = [p for p in report["plugins"] if p["name"] == "scaffolded"]
-        assert mine and mine[0]["distribution"] == "lmforge-scaffolded"
-        assert mine[0]["components"] == ["filter/scaffolded-uppercase"]
+        mine = [p for p in report["plugins"] if p["name"] == name]
+        assert mine and mine[0]["distribution"] == f"lmforge-{name}"
+        assert mine[0]["components"] == [f"filter/{name}-uppercase"]
     finally:
-        lmforge_venv.pip("uninstall", "-y", "lmforge-scaffolded")
+        lmforge_venv.pip("uninstall", "-y", f"lmforge-{name}")
