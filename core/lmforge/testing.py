@@ -45,15 +45,22 @@ def _located(spec: Mapping[str, Any] | str, file: str = "<test spec>") -> Any:
 
 
 def validate_spec(spec: Mapping[str, Any] | str, plugins: PluginManager,
-                  overrides: Iterable[str] = ()) -> Any:
-    """Validate a spec dict or YAML text; returns the validated pipeline or raises SpecError."""
+                  overrides: Iterable[str] = (), *, base_dir: Path | None = None,
+                  check_files: bool = False) -> Any:
+    """Validate a spec dict or YAML text; returns the validated pipeline or raises SpecError.
+
+    ``base_dir`` plays the spec file's folder (relative ``SpecPath`` values become absolute
+    against it; without it they are left relative to the current directory) and
+    ``check_files=True`` makes configs check that the files they name exist, as
+    ``lmforge validate`` does (see :mod:`lmforge.specpath`).
+    """
     from lmforge.spec.source import apply_overrides
     from lmforge.spec.validate import validate
 
     src = _located(spec)
     if overrides:
         apply_overrides(src, list(overrides))
-    return validate(src, plugins)
+    return validate(src, plugins, base_dir=base_dir, check_files=check_files)
 
 
 def run_spec(spec: Mapping[str, Any] | str, plugins: PluginManager, run_dir: Path, *,

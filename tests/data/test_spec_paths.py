@@ -97,3 +97,16 @@ def test_invalid_json_message_reads_well(pm, tmp_path: Path) -> None:
     msg = str(info.value.cause)
     assert "at at" not in msg
     assert "line 2 (record 1): not valid JSON (Invalid control character at column 14)" in msg
+
+
+def test_testing_kit_can_validate_like_the_cli(pm, project: Path) -> None:
+    from lmforge import SpecError
+    from lmforge.testing import validate_spec
+
+    text = (project / "pipeline.yaml").read_text()
+    pipeline = validate_spec(text, pm, base_dir=project, check_files=True)
+    assert pipeline.stages[0].config.sources[1].path == [str(project / "notes" / "a.txt")]
+    validate_spec(text.replace("notes/a.txt", "notes/zz.txt"), pm)  # no check: fine
+    with pytest.raises(SpecError, match="does not exist"):
+        validate_spec(text.replace("notes/a.txt", "notes/zz.txt"), pm, base_dir=project,
+                      check_files=True)
