@@ -14,9 +14,11 @@ from lmforge.components import (
     Config,
     InputSlot,
     Slot,
+    backend_ranks,
     stage,
 )
 from lmforge.errors import (
+    ConfigValueError,
     LmforgeError,
     PluginError,
     SpecError,
@@ -28,7 +30,8 @@ from lmforge.interfaces import FilterResult
 from lmforge.stages import Artifact, Stage, StageContext
 
 __all__ = [
-    "ARTIFACT_KINDS", "STAGE_KINDS", "Artifact", "Component", "Config", "FilterResult",
-    "InputSlot", "LmforgeError", "PluginError", "Slot", "SpecError", "Stage", "StageContext",
-    "StageFailed", "StageInputError", "__version__", "hookimpl", "stage",
+    "ARTIFACT_KINDS", "STAGE_KINDS", "Artifact", "Component", "Config", "ConfigValueError",
+    "FilterResult", "InputSlot", "LmforgeError", "PluginError", "Slot", "SpecError", "Stage", "StageContext",
+    "StageFailed", "StageInputError", "__version__", "backend_ranks", "hookimpl",
+    "stage",
 ]

@@ -1,13 +1,18 @@
 """Checkpoint service for resumable stages.
 
-A checkpoint is a folder ``<stage_dir>/checkpoints/step-00000100/`` holding ``tensors.safetensors``
-(every tensor of the state: model, optimizer moments, RNG states) and ``state.json`` (everything
-else: step, scheduler, data position, the nesting of the tensors). It is written under a temporary
-name and renamed when complete, so :meth:`CheckpointStore.latest` never returns a partial one.
-Nothing is unpickled on load: tensors come from safetensors, the rest from JSON.
+A checkpoint is a folder ``<stage_dir>/checkpoints/step-00000100/``. Whoever saves writes files
+into its staging folder ``.step-00000100.tmp`` (several ranks may write there: a backend's
+sharded model state, each rank's RNG state); :meth:`CheckpointStore.commit` then records the
+size and sha256 of every file in ``checkpoint.json`` and renames the folder into place. So:
 
-Nested state (e.g. ``optimizer.state_dict()``) goes through :func:`pack` / :func:`unpack`, which
-split it into a flat ``{name: tensor}`` dict and a JSON skeleton. Tuples come back as lists.
+* a checkpoint without ``checkpoint.json`` never looks complete;
+* before a resume, :meth:`CheckpointStore.latest_valid` re-hashes the newest checkpoint's files;
+  a checkpoint whose bytes changed or that lost a file is reported by path and set aside
+  (renamed ``bad-step-...``), and the previous valid one is used (or none: a fresh start).
+
+Nested state (e.g. ``optimizer.state_dict()``) is stored by :func:`write_state` as one
+safetensors file of tensors plus a JSON skeleton (:func:`pack` / :func:`unpack`); nothing is
+unpickled on load. Tuples come back as lists.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^step-(\d{8})$")
 _TENSOR = "__tensor__"
+MARKER = "checkpoint.json"
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,36 @@ def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
     return skeleton
 
 
+def write_state(folder: Path, name: str, state: Any) -> None:
+    """Store nested ``state`` as ``<name>.safetensors`` (its tensors) + ``<name>.json``."""
+    import safetensors.torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, skeleton = pack(state)
+    safetensors.torch.save_file(tensors, str(folder / f"{name}.safetensors"))
+    with open(folder / f"{name}.json", "w", encoding="utf-8") as fh:
+        json.dump(skeleton, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_state(folder: Path, name: str) -> Any:
+    """Inverse of :func:`write_state`."""
+    import safetensors.torch
+
+    folder = Path(folder)
+    tensors = safetensors.torch.load_file(str(folder / f"{name}.safetensors"))
+    return unpack(tensors, json.loads((folder / f"{name}.json").read_text()))
+
+
 class CheckpointStore:
-    """Saves and finds the checkpoints of one stage; keeps the newest ``keep``."""
+    """Saves, verifies and finds the checkpoints of one stage; keeps the newest ``keep``.
+
+    Single process: :meth:`save` / :meth:`load`. Several ranks: the main rank calls
+    :meth:`begin`, every rank writes into :meth:`staging`, then the main rank calls
+    :meth:`commit` (barriers between, see :class:`lmforge.training.loop.Trainer`).
+    """
 
     def __init__(self, root: Path, keep: int = 2,
                  on_saved: Callable[[int, Path], None] | None = None) -> None:
@@ -74,12 +109,13 @@ class CheckpointStore:
         self._on_saved = on_saved
 
     def all(self) -> list[Checkpoint]:
+        """Committed checkpoints, oldest first (not verified: see :meth:`latest_valid`)."""
         if not self.root.is_dir():
             return []
         found = []
         for p in self.root.iterdir():
             m = _NAME.match(p.name)
-            if m and p.is_dir() and (p / "state.json").is_file():
+            if m and p.is_dir() and (p / MARKER).is_file():
                 found.append(Checkpoint(int(m.group(1)), p))
         return sorted(found, key=lambda c: c.step)
 
@@ -87,18 +123,28 @@ class CheckpointStore:
         found = self.all()
         return found[-1] if found else None
 
-    def save(self, step: int, state: dict[str, Any]) -> Path:
-        """Write ``state`` (nested; tensors anywhere) as the checkpoint of ``step``."""
-        import safetensors.torch
+    # -- writing -------------------------------------------------------------------------------
+    def staging(self, step: int) -> Path:
+        """The folder every rank writes checkpoint ``step`` into before :meth:`commit`."""
+        return self.root / f".step-{step:08d}.tmp"
 
-        tensors, skeleton = pack(state)
-        final = self.root / f"step-{step:08d}"
-        tmp = self.root / f".step-{step:08d}.tmp"
+    def begin(self, step: int) -> Path:
+        """(Main rank) an empty staging folder for ``step``."""
+        tmp = self.staging(step)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        safetensors.torch.save_file(tensors, str(tmp / "tensors.safetensors"))
-        with open(tmp / "state.json", "w", encoding="utf-8") as fh:
-            json.dump({"step": step, "state": skeleton}, fh)
+        return tmp
+
+    def commit(self, step: int) -> Path:
+        """(Main rank) hash the staged files, mark the checkpoint complete, move it into place
+        and drop all but the newest ``keep``."""
+        from lmforge.fsutil import hash_file
+
+        tmp, final = self.staging(step), self.root / f"step-{step:08d}"
+        files = {str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": hash_file(f)}
+                 for f in sorted(tmp.rglob("*")) if f.is_file()}
+        with open(tmp / MARKER, "w", encoding="utf-8") as fh:
+            json.dump({"step": step, "files": files}, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
         shutil.rmtree(final, ignore_errors=True)
@@ -109,16 +155,52 @@ class CheckpointStore:
             self._on_saved(step, final)
         return final
 
-    def load(self, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
-        """Load a checkpoint (the latest by default) back into nested state."""
-        import safetensors.torch
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        """Write nested ``state`` (tensors anywhere) as the checkpoint of ``step`` (one process)."""
+        write_state(self.begin(step), "state", state)
+        return self.commit(step)
 
+    # -- reading -------------------------------------------------------------------------------
+    def verify(self, checkpoint: Checkpoint) -> str | None:
+        """What is wrong with ``checkpoint`` (a missing, resized or changed file, an unreadable
+        marker), or None when every file matches the hashes recorded at commit."""
+        from lmforge.fsutil import hash_file
+
+        try:
+            files = json.loads((checkpoint.path / MARKER).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{MARKER} is unreadable ({exc})"
+        for rel, rec in files.items():
+            f = checkpoint.path / rel
+            if not f.is_file():
+                return f"{rel} is missing"
+            if f.stat().st_size != rec["size"]:
+                return f"{rel} has {f.stat().st_size} bytes, {rec['size']} were written"
+            if hash_file(f) != rec["sha256"]:
+                return f"{rel} does not match the sha256 recorded when it was written"
+        return None
+
+    def latest_valid(self) -> Checkpoint | None:
+        """The newest checkpoint that passes :meth:`verify`. Each bad one met on the way is
+        reported (a warning naming its path and the problem) and set aside as
+        ``bad-step-...``, so it is never resumed from."""
+        for ckpt in reversed(self.all()):
+            problem = self.verify(ckpt)
+            if problem is None:
+                return ckpt
+            aside = ckpt.path.with_name(f"bad-{ckpt.path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(ckpt.path, aside)
+            warnings.warn(f"checkpoint {ckpt.path} is corrupt ({problem}); set aside as "
+                          f"{aside.name}, falling back to an earlier checkpoint", stacklevel=2)
+        return None
+
+    def load(self, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """Load what :meth:`save` wrote (the latest checkpoint by default)."""
         checkpoint = checkpoint or self.latest()
         if checkpoint is None:
             raise FileNotFoundError(f"no checkpoint under {self.root}")
-        tensors = safetensors.torch.load_file(str(checkpoint.path / "tensors.safetensors"))
-        skeleton = json.loads((checkpoint.path / "state.json").read_text())["state"]
-        return unpack(tensors, skeleton)
+        return read_state(checkpoint.path, "state")
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -50,18 +50,29 @@ def hash_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_hashes(path: Path) -> dict[str, tuple[int, str]]:
+    """``{relative path: (size, sha256)}`` of every file under ``path``, sorted; hidden temp
+    files (a path part starting with ``.``) are ignored."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return {str(f.relative_to(path)): (f.stat().st_size, hash_file(f)) for f in files}
+
+
+def combine_hashes(files: dict[str, tuple[int, str]]) -> str:
+    """The folder hash of :func:`hash_dir` from :func:`file_hashes` output."""
+    h = hashlib.sha256()
+    for rel, (_, digest) in sorted(files.items()):
+        h.update(rel.encode())
+        h.update(b"\0")
+        h.update(digest.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def hash_dir(path: Path) -> str:
     """Content hash of a folder: sha256 over (relative path, file hash) of every file, sorted.
 
     Hidden temp files (names starting with ``.``) are ignored.
     """
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    for f in files:
-        h.update(str(f.relative_to(path)).encode())
-        h.update(b"\0")
-        h.update(hash_file(f).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    return combine_hashes(file_hashes(path))

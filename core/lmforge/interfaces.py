@@ -11,6 +11,7 @@ Factory signatures by component kind (``ctx.build(kind, config, ...)`` calls the
 kind            factory call                                           returns
 ==============  =====================================================  =====================
 architecture    ``factory(config, vocab_size: int)``                   :class:`CausalLM`
+                (the config implements :class:`ArchitectureConfig`)
 backend         ``factory(config)``                                    :class:`Backend`
 source          ``factory(config)``                                    :class:`Source`
 filter          ``factory(config)``                                    :class:`Filter`
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -30,70 +32,169 @@ if TYPE_CHECKING:
 
 
 # --- models ------------------------------------------------------------------------------
+@dataclass
+class CausalLMOutput:
+    """What ``CausalLM.forward`` returns. Which fields are set depends on the call:
+
+    * ``labels`` given: ``loss_sum`` — float32 scalar, cross-entropy summed over positions whose
+      label is not ``-100`` — and ``num_tokens``, the scalar count of those positions; computed
+      chunk-wise, the full ``[B, T, V]`` logits never exist;
+    * ``labels`` and ``return_logprobs=True``: ``token_logprobs`` — float32 ``[B, T]``,
+      ``log p(labels[b, t])``, 0 at ignored positions (for DPO, PPO, reward scoring);
+    * no ``labels``: ``logits`` ``[B, T', V]`` of the last ``logits_to_keep`` positions
+      (all when ``None``), e.g. ``logits_to_keep=1`` for generation.
+
+    ``aux_losses`` maps a name (``load_balancing``, ``router_z``) to a scalar already scaled by
+    its coefficient; training adds their sum (:attr:`aux_loss`) to the per-token mean loss.
+    They are values returned from the call, never state kept on the module.
+    """
+
+    loss_sum: torch.Tensor | None = None
+    num_tokens: torch.Tensor | None = None
+    token_logprobs: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def aux_loss(self) -> torch.Tensor | float:
+        """Sum of :attr:`aux_losses` (0.0 when there are none)."""
+        return sum(self.aux_losses.values()) if self.aux_losses else 0.0
+
+
 @runtime_checkable
 class CausalLM(Protocol):
-    """A decoder-only language model (a ``torch.nn.Module``).
+    """A decoder-only language model (a ``torch.nn.Module``): the model-call contract.
 
-    ``forward(input_ids)`` takes ``input_ids``: LongTensor ``[batch, seq]`` and returns logits
-    ``[batch, seq, vocab_size]`` (float). Position ``t`` predicts token ``t + 1``.
-    ``forward(x) == head(hidden(x))``: losses use the two halves to avoid materialising the full
-    logits tensor (see :mod:`lmforge.training.losses`).
+    Every loss, log-prob and generation step calls the module — as the backend returned it,
+    wrapped in DDP, sharded by FSDP2 or compiled — and never a method of the unwrapped model:
+    under DDP that would skip the gradient all-reduce, under FSDP2 the parameter all-gather.
+
+    ``forward(input_ids, *, labels=None, positions=None, attention_mask=None,
+    return_logprobs=False, logits_to_keep=None) -> CausalLMOutput``:
+
+    * ``input_ids``: LongTensor ``[B, T]``, ``T <= max_seq_len``; position ``t`` predicts the
+      token after it, and ``labels[b, t]`` (already shifted by the caller) is that target;
+    * ``positions``: LongTensor ``[B, T]`` of rotary positions; default ``0 .. T-1``, or, with
+      an ``attention_mask``, the count of real tokens before each position (left padding);
+    * ``attention_mask``: ``[B, T]``, 1 for real tokens and 0 for padding (keys that are
+      padding are never attended to). Without it attention is plain causal;
+    * see :class:`CausalLMOutput` for what comes back.
+
+    ``blocks`` is the ``ModuleList`` of repeated transformer blocks: backends shard (FSDP2) and
+    checkpoint activations per block. ``init_buffers()`` recomputes non-persistent buffers
+    (rotary tables) in place; backends call it after materialising a model built on the meta
+    device.
     """
 
     vocab_size: int
     max_seq_len: int
+    blocks: Any
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+    def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, return_logprobs: bool = False,
+                logits_to_keep: int | None = None) -> CausalLMOutput: ...
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[batch, seq, dim]`` (after the last norm)."""
-        ...
-
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Project hidden states ``[..., dim]`` to logits ``[..., vocab_size]``."""
-        ...
-
-    def num_parameters(self, non_embedding: bool = False) -> int: ...
+    def init_buffers(self) -> None: ...
 
 
-class HFExportable(Protocol):
-    """A model that can be written in Hugging Face ``transformers`` format."""
+@runtime_checkable
+class ArchitectureConfig(Protocol):
+    """What an ``architecture`` component's config provides besides the module it builds.
 
-    def hf_config(self) -> dict[str, Any]:
-        """The ``config.json`` content (``architectures``, ``model_type`` ...)."""
-        ...
+    The architecture owns *what* the model is; a backend decides how to build, shard and save
+    it. All of this works on configs and state dicts, without building a module:
 
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights under the HF model's parameter names."""
-        ...
+    * ``max_seq_len``, ``num_parameters(vocab_size)``, ``flops_per_token(seq_len, vocab_size)``;
+    * the state-dict adapter to canonical Hugging Face names: ``to_hf(state_dict)`` and
+      ``from_hf(hf_state_dict)`` (tensors in, tensors out; a round trip is the identity), used
+      by every backend when it writes or reads a ``model`` artifact;
+    * ``hf_config(vocab_size)``: the ``config.json`` of the matching ``transformers`` model;
+    * the class attribute ``hf_model_types`` (e.g. ``("llama",)``) and the classmethod
+      ``from_hf_config(config_json)``: how an existing Hugging Face model is imported.
+    """
+
+    type: str
+    max_seq_len: int
+    hf_model_types: tuple[str, ...]
+
+    def num_parameters(self, vocab_size: int, non_embedding: bool = False) -> int: ...
+
+    def to_hf(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def from_hf(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def hf_config(self, vocab_size: int) -> dict[str, Any]: ...
 
 
 # --- execution backends ------------------------------------------------------------------
 class Backend(Protocol):
-    """Where and how training runs: device, precision, process group, model wrapping."""
+    """Where and how training runs. The backend owns how a model is built, placed, sharded,
+    stepped and saved; a stage says *what* to build (a :class:`lmforge.modelio.ModelRecipe`)
+    and calls the returned module.
+
+    Collective methods (marked so) must be called by every rank of the world.
+    """
 
     device: torch.device
     rank: int
     world_size: int
+    precision: str  # "fp32" | "bf16"
 
     @property
     def is_main(self) -> bool: ...
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move to device, wrap (DDP/FSDP) and compile as configured; returns the module to call."""
+    def build_model(self, recipe: Any) -> torch.nn.Module:
+        """Collective. Build the recipe's model — fresh (seeded) or from its weights — place it,
+        wrap or shard it; returns the module to call (see :class:`CausalLM`)."""
+        ...
+
+    def build_optimizer(self, module: torch.nn.Module, optim: Any) -> torch.optim.Optimizer:
+        """AdamW over ``module``'s parameters as :class:`lmforge.training.config.OptimConfig`
+        says (decay groups, betas, eps)."""
+        ...
+
+    def no_sync(self, module: torch.nn.Module) -> AbstractContextManager[Any]:
+        """Context for the forward/backward of a micro-batch that is not the step's last:
+        gradients accumulate locally without cross-rank communication."""
+        ...
+
+    def clip_grad_norm_(self, module: torch.nn.Module, max_norm: float) -> float:
+        """Collective. Clip the global gradient norm (over all ranks and shards); return the
+        norm before clipping. ``max_norm=inf`` only measures it."""
         ...
 
     def autocast(self) -> AbstractContextManager[Any]:
-        """Context for forward passes (bf16 autocast where configured and supported)."""
+        """Context for forward passes (bf16 autocast where the backend uses it)."""
+        ...
+
+    def save_checkpoint(self, path: Path, module: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer | None) -> None:
+        """Collective. Write the model and optimizer state under folder ``path`` (created by
+        the caller, private to the stage)."""
+        ...
+
+    def load_checkpoint(self, path: Path, module: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer | None) -> None:
+        """Collective. Restore what :meth:`save_checkpoint` wrote (same world size)."""
+        ...
+
+    def full_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """Collective. The whole model's state dict (architecture names, fp32, CPU) on the
+        main rank — gathered from the shards where sharded; ``None`` on other ranks."""
         ...
 
     def all_reduce_mean(self, value: float) -> float:
-        """Mean of a scalar across ranks (identity on one process)."""
+        """Collective. Mean of a scalar across ranks (identity on one process)."""
         ...
 
     def barrier(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """One line for logs: device, precision, world size, sharding."""
+        ...
 
 
 # --- data ------------------------------------------------------------------------------------

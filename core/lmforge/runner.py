@@ -8,28 +8,42 @@ Every stage works in ``<run_dir>/<stage_id>/``:
 
 A stage's **key** is a hash of its plugin (name, distribution, version), kind, config, the
 pipeline seed and the content hashes of its input artifacts. A stage whose manifest is complete
-with the same key is reused. A stage whose previous attempt (same key) did not complete is run
-again with ``ctx.resumed = True`` and its checkpoints kept; with a different key the folder is
+with the same key, and whose output files still match the sizes and sha256 recorded in the
+manifest when they were written, is reused; an output that changed on disk makes the stage run
+again (and says why). A stage whose previous attempt (same key) did not complete is run again
+with ``ctx.resumed = True`` and its checkpoints kept; with a different key the folder is
 cleared first.
+
+**Ranks** (:mod:`lmforge.dist`). Under ``torchrun`` or ``lmforge run --nproc N`` every rank runs
+this same loop. The main rank alone decides run / reuse / resume and broadcasts the decision,
+alone clears and creates stage folders, writes manifests and error logs, starts trackers and
+calls lifecycle hooks. A stage whose component runs on ``"all"`` ranks is run by every rank; a
+``"main"`` stage by rank 0 while the others wait for its outcome. Ranks meet at a barrier after
+every stage. The run directory must be on a file system every rank sees.
+
+**Lock.** The main rank holds an exclusive lock on ``<run_dir>/.lock`` for the whole run: a
+second ``lmforge run`` on the same directory stops at once with a message naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge import dist
 from lmforge._version import __version__
 from lmforge.checkpoint import CheckpointStore
 from lmforge.errors import LmforgeError, StageFailed, StageInputError
-from lmforge.fsutil import atomic_write_text, hash_dir
+from lmforge.fsutil import atomic_write_text, combine_hashes, file_hashes
 from lmforge.plugins import PluginManager
 from lmforge.progress import Progress
 from lmforge.spec.validate import StagePlan, ValidatedPipeline
@@ -68,7 +82,7 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> None:
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not dist.is_main():
         return  # only the main process writes manifests
     atomic_write_text(stage_dir / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
 
@@ -82,6 +96,64 @@ def artifacts_from_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> dic
         out[name] = Artifact(kind=rec["kind"], path=path, hash=rec["hash"],
                              stage_id=manifest["stage_id"], meta=meta)
     return out
+
+
+def changed_outputs(stage_dir: Path, manifest: Mapping[str, Any]) -> str | None:
+    """Why the outputs of a complete stage cannot be reused (a missing folder, or a file that
+    is missing, added, resized or whose sha256 differs from what was recorded when it was
+    written), or None when they are intact."""
+    for name, rec in manifest.get("outputs", {}).items():
+        path = stage_dir / rec["path"]
+        if not path.is_dir():
+            return f"output {name!r} is missing on disk ({path})"
+        recorded = rec.get("files")
+        if recorded is None:  # a manifest from before per-file hashes: compare the folder hash
+            if combine_hashes(file_hashes(path)) != rec["hash"]:
+                return f"output {name!r} changed on disk ({path})"
+            continue
+        for rel in sorted(set(recorded) | {str(p.relative_to(path)) for p in path.rglob("*")
+                                           if p.is_file() and not any(
+                                               part.startswith(".")
+                                               for part in p.relative_to(path).parts)}):
+            f = path / rel
+            if rel not in recorded:
+                return f"output {name!r} has a file that was not written by the stage: {f}"
+            if not f.is_file():
+                return f"output {name!r} lost {f}"
+            size, digest = recorded[rel]
+            if f.stat().st_size != size:
+                return f"{f} has {f.stat().st_size} bytes, {size} were written"
+            from lmforge.fsutil import hash_file
+
+            if hash_file(f) != digest:
+                return f"{f} does not match the sha256 recorded when it was written"
+    return None
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir/.lock`` (main rank); another holder is an error
+    naming its pid."""
+    import fcntl
+
+    lock_path = run_dir / ".lock"
+    fh = open(lock_path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise LmforgeError(
+                f"run directory {run_dir} is in use by another lmforge run (pid {holder}); wait "
+                f"for it to finish, or choose another directory with --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
 
 
 @dataclass
@@ -157,10 +229,9 @@ class Runner:
         if manifest.get("key") != key:
             return StageStatus("run", key, "config, plugin or inputs changed")
         if manifest.get("status") == "complete":
-            missing = [n for n, rec in manifest.get("outputs", {}).items()
-                       if not (stage_dir / rec["path"]).exists()]
-            if missing:
-                return StageStatus("run", key, f"outputs missing on disk: {', '.join(missing)}")
+            problem = changed_outputs(stage_dir, manifest)
+            if problem:
+                return StageStatus("run", key, f"outputs changed on disk: {problem}")
             return StageStatus("reuse", key, "unchanged")
         return StageStatus("resume", key, f"previous attempt {manifest.get('status')}")
 
@@ -175,14 +246,26 @@ class Runner:
     # -- run -------------------------------------------------------------------------------
     def run(self, only: str | None = None, until: str | None = None) -> RunResult:
         selected = self.select(only, until)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dist.init()
+        main = dist.is_main()
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        with run_dir_lock(self.run_dir) if main else contextlib.nullcontext():
+            return self._run(selected)
+
+    def _lifecycle(self, hook: str, **kwargs: Any) -> None:
+        if dist.is_main():
+            self.plugins.call_lifecycle(hook, **kwargs)
+
+    def _run(self, selected: list[StagePlan]) -> RunResult:
         produced: dict[str, dict[str, Artifact]] = {}
         outcomes: list[StageOutcome] = []
-        trackers = self._start_trackers()
+        trackers = self._start_trackers() if dist.is_main() else []
         status = "complete"
         run_id = hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:12]
-        self.plugins.call_lifecycle("lmforge_pipeline_start", pipeline=self.pipeline.spec,
-                                    run_dir=self.run_dir, run_id=run_id)
+        self._lifecycle("lmforge_pipeline_start", pipeline=self.pipeline.spec,
+                        run_dir=self.run_dir, run_id=run_id)
         try:
             for plan in selected:
                 inputs = self._inputs_for(plan, produced)
@@ -198,8 +281,8 @@ class Runner:
         finally:
             summary = {o.stage_id: {"status": o.status, "seconds": round(o.seconds, 2),
                                     **o.metrics} for o in outcomes}
-            self.plugins.call_lifecycle("lmforge_pipeline_end", run_dir=self.run_dir,
-                                        status=status, summary=summary)
+            self._lifecycle("lmforge_pipeline_end", run_dir=self.run_dir, status=status,
+                            summary=summary)
             for name in trackers:
                 self.plugins.unregister(name)
         return RunResult(run_dir=self.run_dir, status=status, stages=outcomes)
@@ -227,20 +310,18 @@ class Runner:
 
     def _run_stage(self, plan: StagePlan, inputs: dict[str, Artifact]
                    ) -> tuple[StageOutcome, dict[str, Artifact]]:
-        st = self.status(plan, inputs)
+        main = dist.is_main()
         stage_dir = self.run_dir / plan.id
         c = plan.component
+        st, previous = dist.main_decides(
+            lambda: (self.status(plan, inputs), read_manifest(stage_dir) or {}))
         if st.action == "reuse":
-            manifest = read_manifest(stage_dir) or {}
-            self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id, status="reused",
-                                        manifest=manifest)
-            return (StageOutcome(plan.id, c.name, "reused", manifest.get("seconds", 0.0),
-                                 dict(manifest.get("metrics", {}))),
-                    artifacts_from_manifest(stage_dir, manifest))
+            self._lifecycle("lmforge_stage_end", stage_id=plan.id, status="reused",
+                            manifest=previous)
+            return (StageOutcome(plan.id, c.name, "reused", previous.get("seconds", 0.0),
+                                 dict(previous.get("metrics", {}))),
+                    artifacts_from_manifest(stage_dir, previous))
         resumed = st.action == "resume"
-        if not resumed and stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True, exist_ok=True)
         config_json = plan.config.model_dump(mode="json")
         manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION, "stage_id": plan.id,
@@ -253,57 +334,106 @@ class Runner:
             "inputs": {slot: {"stage": a.stage_id, "kind": a.kind, "hash": a.hash,
                               "path": str(a.path)} for slot, a in inputs.items()},
             "outputs": {}, "metrics": {}, "status": "running", "resumed": resumed,
+            "ranks": c.ranks_for(plan.config), "world_size": dist.world_size(),
             "started": time.time(),
         }
-        _write_manifest(stage_dir, manifest)
+        if main:
+            if not resumed and stage_dir.exists():
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            _write_manifest(stage_dir, manifest)
+        dist.barrier()
         ctx = StageContext(
             stage_id=plan.id, component=c, stage_dir=stage_dir, inputs=inputs,
             outputs=plan.outputs, plugins=self.plugins, seed=manifest["seed"], resumed=resumed,
-            progress=self.progress,
+            progress=self.progress if main else Progress(enabled=False),
             checkpoints=CheckpointStore(stage_dir / "checkpoints"),
+            rank=dist.rank(), world_size=dist.world_size(),
         )
         ctx.checkpoints._on_saved = ctx.checkpoint_saved
-        self.plugins.call_lifecycle("lmforge_stage_start", stage_id=plan.id, kind=c.stage_kind,
-                                    plugin=c.name, config=config_json, stage_dir=stage_dir,
-                                    resumed=resumed)
+        self._lifecycle("lmforge_stage_start", stage_id=plan.id, kind=c.stage_kind,
+                        plugin=c.name, config=config_json, stage_dir=stage_dir,
+                        resumed=resumed)
         start = time.monotonic()
-        try:
-            stage = c.load_factory()(plan.config, ctx)
-            stage.check()
-            metrics = dict(stage.run() or {})
-            outputs = {}
-            for name, kind in plan.outputs.items():
-                path = stage_dir / "outputs" / name
-                if not path.is_dir() or not any(path.iterdir()):
-                    raise LmforgeError(f"stage plugin {c.name!r} finished without writing its "
-                                       f"declared output {name!r} ({kind}) to {path}")
-                outputs[name] = {"kind": kind, "path": str(path.relative_to(stage_dir)),
-                                 "hash": hash_dir(path)}
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
+        everywhere = manifest["ranks"] == "all"
+        error: BaseException | None = None
+        metrics: dict[str, Any] = {}
+        if everywhere or main:
+            try:
+                stage = c.load_factory()(plan.config, ctx)
+                stage.check()
+                metrics = dict(stage.run() or {})
+            except BaseException as exc:  # noqa: BLE001 - reported below, then re-raised
+                error = exc
+        if everywhere and error is not None:
+            # A rank that fails while others may sit in a collective must not wait for them:
+            # it records the failure and raises; the launcher then stops the other ranks.
+            raise self._fail(plan, manifest, stage_dir, error, start)
+        if not everywhere:
+            # The others learn the main rank's outcome (waiting on the long-timeout group).
+            failed = dist.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+            if error is not None:
+                raise self._fail(plan, manifest, stage_dir, error, start)
+            if failed is not None:
+                raise StageFailed(plan.id, c.name, LmforgeError(
+                    f"failed on the main rank: {failed}"))
+        dist.barrier()
+        if main:
+            try:
+                outputs = self._record_outputs(plan, stage_dir)
+            except BaseException as exc:  # noqa: BLE001
+                dist.broadcast(None)
+                raise self._fail(plan, manifest, stage_dir, exc, start) from None
+            manifest.update(status="complete", outputs=outputs, metrics=_jsonable(metrics),
+                            seconds=time.monotonic() - start, finished=time.time())
+            _write_manifest(stage_dir, manifest)
+            self._lifecycle("lmforge_stage_end", stage_id=plan.id, status="complete",
+                            manifest=manifest)
+        final = dist.broadcast(manifest if main else None)
+        if final is None or final.get("status") != "complete":
+            raise StageFailed(plan.id, c.name, LmforgeError("failed on the main rank"))
+        return (StageOutcome(plan.id, c.name, "complete", final["seconds"], final["metrics"]),
+                artifacts_from_manifest(stage_dir, final))
+
+    def _record_outputs(self, plan: StagePlan, stage_dir: Path) -> dict[str, Any]:
+        """Manifest entries of the declared outputs: path, folder hash and per-file
+        ``[size, sha256]`` (checked before the stage is reused)."""
+        outputs = {}
+        for name, kind in plan.outputs.items():
+            path = stage_dir / "outputs" / name
+            if not path.is_dir() or not any(path.iterdir()):
+                raise LmforgeError(f"stage plugin {plan.component.name!r} finished without "
+                                   f"writing its declared output {name!r} ({kind}) to {path}")
+            files = file_hashes(path)
+            outputs[name] = {"kind": kind, "path": str(path.relative_to(stage_dir)),
+                             "hash": combine_hashes(files),
+                             "files": {rel: list(rec) for rel, rec in files.items()}}
+        return outputs
+
+    def _fail(self, plan: StagePlan, manifest: dict[str, Any], stage_dir: Path,
+              exc: BaseException, start: float) -> BaseException:
+        """Record a failure (manifest and ``error.log`` on the main rank, ``error-rank<N>.log``
+        on others) and return the exception to raise."""
+        c = plan.component
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        log_path = stage_dir / ("error.log" if dist.is_main() else f"error-rank{dist.rank()}.log")
+        with contextlib.suppress(OSError):
+            log_path.write_text("".join(traceback.format_exception(exc)))
+        if dist.is_main():
             manifest.update(status="interrupted" if interrupted else "failed",
                             error=f"{type(exc).__name__}: {exc}",
                             seconds=time.monotonic() - start, finished=time.time())
             _write_manifest(stage_dir, manifest)
-            log_path = stage_dir / "error.log"
-            log_path.write_text("".join(traceback.format_exception(exc)))
-            self.plugins.call_lifecycle("lmforge_failure", stage_id=plan.id, error=exc)
-            self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id,
-                                        status=manifest["status"], manifest=manifest)
-            if interrupted or isinstance(exc, (StageFailed, SystemExit)):
-                raise
-            failed = StageFailed(plan.id, c.name, exc)
-            if not isinstance(exc, StageInputError):
-                failed.log_path = log_path  # type: ignore[attr-defined]
-            raise failed from exc
-        seconds = time.monotonic() - start
-        manifest.update(status="complete", outputs=outputs, metrics=_jsonable(metrics),
-                        seconds=seconds, finished=time.time())
-        _write_manifest(stage_dir, manifest)
-        self.plugins.call_lifecycle("lmforge_stage_end", stage_id=plan.id, status="complete",
-                                    manifest=manifest)
-        return (StageOutcome(plan.id, c.name, "complete", seconds, manifest["metrics"]),
-                artifacts_from_manifest(stage_dir, manifest))
+            self._lifecycle("lmforge_failure", stage_id=plan.id, error=exc)
+            self._lifecycle("lmforge_stage_end", stage_id=plan.id, status=manifest["status"],
+                            manifest=manifest)
+        if interrupted or isinstance(exc, (StageFailed, SystemExit)):
+            return exc
+        failed = StageFailed(plan.id, c.name, exc)
+        if not isinstance(exc, StageInputError):
+            failed.log_path = log_path  # type: ignore[attr-defined]
+        failed.__cause__ = exc
+        return failed
 
     # -- plan ------------------------------------------------------------------------------
     def plan(self) -> list[tuple[StagePlan, StageStatus, dict[str, Any]]]:

@@ -14,6 +14,12 @@ and :meth:`Stage.run`. A stage:
 
 Errors the user can fix (a missing file, a bad record) are raised as :class:`StageInputError`
 with the file and record named; the runner reports them without a traceback.
+
+In a multi-process run (torchrun, ``lmforge run --nproc N``) a stage component declares which
+ranks run it (:attr:`lmforge.Component.ranks`). On every rank ``ctx.rank``, ``ctx.world_size``
+and ``ctx.is_main`` say where it runs; ``ctx.log``, ``ctx.write_artifact_meta`` and the
+checkpoint hooks act on the main rank only, so a stage never checks the rank to avoid writing
+a file twice.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class StageContext:
         resumed: bool,
         progress: Progress,
         checkpoints: CheckpointStore,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.stage_id = stage_id
         self.component = component
@@ -94,8 +102,15 @@ class StageContext:
         self.resumed = resumed
         self._progress = progress
         self.checkpoints = checkpoints
+        self.rank = rank
+        self.world_size = world_size
         self._metrics_path = stage_dir / "metrics.jsonl"
         self._last_metrics: dict[str, Any] = {}
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is the main rank (rank 0), the one that writes shared files."""
+        return self.rank == 0
 
     # -- outputs ---------------------------------------------------------------------------
     def output_dir(self, name: str) -> Path:
@@ -108,9 +123,12 @@ class StageContext:
         return path
 
     def write_artifact_meta(self, name: str, meta: Mapping[str, Any]) -> None:
-        """Store ``meta`` as the output's ``artifact.json`` (read back as ``Artifact.meta``)."""
+        """Store ``meta`` as the output's ``artifact.json`` (read back as ``Artifact.meta``);
+        main rank only."""
         from lmforge.fsutil import atomic_write_text
 
+        if not self.is_main:
+            return
         atomic_write_text(self.output_dir(name) / "artifact.json",
                           json.dumps(meta, indent=2, sort_keys=True, default=str))
 
@@ -149,8 +167,12 @@ class StageContext:
 
     # -- metrics and progress --------------------------------------------------------------
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Record metrics at ``step``: appended to ``metrics.jsonl`` and sent to trackers."""
+        """Record metrics at ``step``: appended to ``metrics.jsonl`` and sent to trackers (on
+        the main rank; other ranks only keep :attr:`last_metrics`)."""
         clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+        if not self.is_main:
+            self._last_metrics.update(clean)
+            return
         record = {"step": int(step), "time": time.time(), **clean}
         with self._metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -160,7 +182,7 @@ class StageContext:
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop metrics records with ``step > after_step`` (used when resuming a checkpoint)."""
-        if not self._metrics_path.exists():
+        if not self.is_main or not self._metrics_path.exists():
             return
         from lmforge.fsutil import atomic_write_text
 
@@ -184,5 +206,7 @@ class StageContext:
             yield handle
 
     def checkpoint_saved(self, step: int, path: Path) -> None:
+        if not self.is_main:
+            return
         self.plugins.call_lifecycle("lmforge_checkpoint_saved", stage_id=self.stage_id, step=step,
                                     path=path)

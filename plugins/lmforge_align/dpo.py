@@ -22,25 +22,17 @@ import torch
 from lmforge import Stage, StageInputError
 from lmforge.chat import END, TokenizerArtifact, encode_chat, validate_messages
 from lmforge.datasetio import load_split, read_meta
-from lmforge.training.loop import (
-    LossOutput,
-    Trainer,
-    build_backend,
-    evaluate,
-    to_device,
-    unwrap,
-)
+from lmforge.training.loop import LossOutput, Trainer, build_backend, evaluate, to_device
 from lmforge.training.losses import sequence_logprobs
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
     cached_arrays,
     check_init_stage,
-    check_seq_len,
-    load_init_model,
+    finish_training,
+    init_recipe,
     load_tokenizer_input,
     main_first,
-    save_model_output,
     token_dtype,
 )
 from lmforge_align.config import DPOConfig
@@ -160,27 +152,43 @@ class PairBatches:
             yield self.rows(order[b * batch_size:(b + 1) * batch_size])
 
 
-def _lm(module: torch.nn.Module) -> torch.nn.Module:
-    return module if hasattr(module, "hidden") else unwrap(module)
-
-
 @torch.no_grad()
 def reference_logps(module: torch.nn.Module, pairs: PairBatches, batch_size: int,
                     backend: Any) -> np.ndarray:
-    """Summed response log-probs of every pair under ``module``: float32 ``[N, 2]``."""
+    """Summed response log-probs of every pair under ``module``: float32 ``[N, 2]``.
+
+    Collective: every rank scores its share of the pairs (rank ``r`` takes pairs ``r, r + W,
+    ...``; a sharded module needs every rank in each forward) and the shares are gathered, so
+    every rank returns all ``N`` rows."""
+    from lmforge import dist
+
+    rank, world = backend.rank, backend.world_size
+    n = len(pairs)
+    steps = -(-n // (batch_size * world))  # the same number of forwards on every rank
+    order = np.arange(n)[rank::world]
     was = module.training
     module.eval()
     out = []
     try:
-        for b in pairs.sequential(batch_size):
-            b = to_device(b, backend.device)
+        for i in range(steps):
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            if len(rows) == 0:  # this rank ran out: a dummy forward keeps collectives aligned
+                rows = np.arange(min(batch_size, n))
+                keep = 0
+            else:
+                keep = len(rows)
+            b = to_device(pairs.rows(rows), backend.device)
             with backend.autocast():
-                lp = sequence_logprobs(_lm(module), b["input_ids"], b["labels"])
+                lp = sequence_logprobs(module, b["input_ids"], b["labels"])
             half = lp.shape[0] // 2
-            out.append(torch.stack([lp[:half], lp[half:]], dim=1).float().cpu())
+            out.append(torch.stack([lp[:half], lp[half:]], dim=1).float().cpu()[:keep])
     finally:
         module.train(was)
-    return torch.cat(out).numpy()
+    mine = torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+    result = np.zeros((n, 2), dtype=np.float32)
+    for r, part in enumerate(dist.all_gather(mine)):
+        result[np.arange(n)[r::world]] = part
+    return result
 
 
 class DPOLoss:
@@ -190,7 +198,7 @@ class DPOLoss:
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
 
     def __call__(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        logps = sequence_logprobs(_lm(module), batch["input_ids"], batch["labels"])
+        logps = sequence_logprobs(module, batch["input_ids"], batch["labels"])
         half = logps.shape[0] // 2
         pc, pr = logps[:half], logps[half:]
         losses, cr, rr = dpo_loss(pc, pr, batch["ref_chosen"], batch["ref_rejected"], self.beta,
@@ -214,30 +222,24 @@ class DPOStage(Stage):
         ds, init = ctx.input("dataset"), ctx.input("init")
         key = cache_key(ds.hash, ctx.input("tokenizer").hash, loop.seq_len)
         work = ctx.work_dir()
-        arrays, info = main_first(backend, lambda: pair_arrays(
+        arrays, info = main_first(lambda: pair_arrays(
             work / f"pairs-{split}-{key}", ds.path, split, tok, loop.seq_len, cfg.num_proc))
         pairs = PairBatches(arrays)
         ref_key = cache_key(key, init.hash, str(backend.device.type))
 
-        def build_ref(tmp: Path) -> dict[str, Any]:
-            np.save(tmp / "ref.npy", reference_logps(module, pairs, loop.batch_size, backend))
-            return {"init": init.hash, "rows": len(pairs)}
+        def build_ref() -> np.ndarray:
+            return reference_logps(module, pairs, loop.batch_size, backend)
 
-        ref, _ = main_first(backend, lambda: cached_arrays(work / f"ref-{split}-{ref_key}",
-                                                           build_ref))
-        pairs.ref = ref["ref"]
+        ref = reference_cache(work / f"ref-{split}-{ref_key}", build_ref)
+        pairs.ref = ref
         return pairs, info
 
     def run(self) -> dict[str, Any]:
         ctx, cfg, loop = self.ctx, self.config, self.config.loop
         tok = load_tokenizer_input(ctx)
         backend = build_backend(ctx, loop)
-        torch.manual_seed(ctx.seed)
-        model, arch, vocab = load_init_model(ctx)
-        check_seq_len(ctx, loop.seq_len, getattr(model, "max_seq_len", None),
-                      f"architecture {arch.type}")
         loss_fn = DPOLoss(cfg.beta, cfg.loss_type, cfg.label_smoothing)
-        trainer = Trainer(ctx, model, loop, loss_fn, _NoBatches(), backend=backend)
+        trainer = Trainer(ctx, init_recipe(ctx), loop, loss_fn, _NoBatches(), backend=backend)
         # The policy has not been updated yet: it is the reference (weights of `init`).
         pairs, info = self._pairs("train", backend, tok, trainer.module)
         has_heldout = cfg.eval_batches and "heldout" in read_meta(
@@ -264,16 +266,27 @@ class DPOStage(Stage):
                             "heldout/rewards/chosen": ev["rewards/chosen"],
                             "heldout/rewards/rejected": ev["rewards/rejected"],
                             "heldout/pairs": int(ev["count"])})
-            if backend.is_main:
-                ctx.log(result.steps, {k: v for k, v in metrics.items()
-                                       if k.startswith("heldout/")})
-        if backend.is_main:
-            save_model_output(ctx, unwrap(trainer.module), arch, vocab,
-                              {"steps": result.steps, "beta": cfg.beta,
-                               "loss_type": cfg.loss_type})
-        backend.barrier()
-        backend.close()
+            ctx.log(result.steps, {k: v for k, v in metrics.items() if k.startswith("heldout/")})
+        finish_training(ctx, trainer, {"beta": cfg.beta, "loss_type": cfg.loss_type})
         return metrics
+
+
+def reference_cache(folder: Path, build: Any) -> np.ndarray:
+    """The reference log-probs cached in ``folder``, computed once. Computing is collective
+    (every rank scores a share), writing is the main rank's: the others wait, then load."""
+    from lmforge import dist
+
+    if dist.main_decides(lambda: not (folder / "meta.json").is_file()):
+        result = build()  # collective
+        if dist.is_main():
+            def write(tmp: Path) -> dict[str, Any]:
+                np.save(tmp / "ref.npy", result)
+                return {"rows": int(len(result))}
+
+            cached_arrays(folder, write)
+        dist.barrier()
+    arrays, _ = cached_arrays(folder, lambda tmp: {})
+    return arrays["ref"]
 
 
 class _NoBatches:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lmforge import Component, InputSlot, hookimpl, stage
+from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
 from lmforge_align.config import DPOConfig
 
 
@@ -22,6 +22,6 @@ def lmforge_components() -> Sequence[Component]:
                 "init": InputSlot(("model",), help="the SFT model: the policy starts from it "
                                   "and it is the frozen reference"),
             },
-            outputs={"model": "model"},
+            outputs={"model": "model"}, ranks=backend_ranks,
         ),
     ]

@@ -109,8 +109,10 @@ class SuiteConfig(Config):
 
     evaluators: list[Annotated[Any, Slot("evaluator")]] = Field(
         min_length=1, description="Evaluators to run, e.g. [{type: perplexity}, {type: generate}].")
-    device: str = Field(default="auto", description="Torch device ('auto': cuda if available, "
-                        "else cpu).")
+    backend: Annotated[Any, Slot("backend")] = Field(
+        default={"type": "local"}, description="Where the models run: {type: local} (device, "
+        "precision: bf16 where supported) or a distributed backend (ddp, fsdp2: every rank "
+        "takes part, the main rank writes the report).")
     batch_size: int = Field(default=8, ge=1, description="Sequences per forward pass.")
     max_examples: int | None = Field(default=1000, ge=1, description="At most this many "
                                      "documents/conversations/pairs/questions per evaluator; "

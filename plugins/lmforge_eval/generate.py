@@ -1,8 +1,8 @@
 """The ``generate`` evaluator: greedy and sampled completions for prompts, into the report.
 
 Generation is a plain loop over the model's forward (no KV cache): at each step the last
-``max_seq_len`` tokens are run through ``model.hidden`` and only the last position through
-``model.head``; the next token is the argmax (greedy) or drawn from
+``max_seq_len`` tokens are run through ``model(ids, logits_to_keep=1)`` (only the last
+position's logits are computed); the next token is the argmax (greedy) or drawn from
 ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely tokens, with a CPU
 ``torch.Generator`` seeded per prompt (``seed + i``) so results do not depend on the device.
 Generation stops after ``<|end|>`` or EOS (not included in the text) or ``max_new_tokens``.
@@ -24,7 +24,7 @@ from lmforge_eval.evaluator import EvalContext, Evaluator, need_examples
 def next_token_logits(model: Any, ids: Sequence[int], device: Any) -> torch.Tensor:
     """Logits ``[vocab]`` (float32, CPU) for the token after ``ids`` (last max_seq_len used)."""
     x = torch.tensor([list(ids[-model.max_seq_len:])], dtype=torch.long, device=device)
-    return model.head(model.hidden(x)[:, -1]).float()[0].cpu()
+    return model(x, logits_to_keep=1).logits[0, -1].float().cpu()
 
 
 def generate(model: Any, prompt: Sequence[int], *, max_new_tokens: int, stop_ids: Collection[int],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lmforge import Component, InputSlot, hookimpl, stage
+from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
 from lmforge_eval.config import (
     ChatLossConfig,
     GenerateConfig,
@@ -43,7 +43,7 @@ def lmforge_components() -> Sequence[Component]:
     return [
         stage("evaluate", "suite", config=SuiteConfig, factory="lmforge_eval.suite:SuiteStage",
               description="Run evaluators on a model and write report.json and report.md",
-              inputs=INPUTS, outputs={"report": "report"}),
+              inputs=INPUTS, outputs={"report": "report"}, ranks=backend_ranks),
         _evaluator("perplexity", PerplexityConfig, "perplexity:Perplexity",
                    "Held-out perplexity, with a unigram baseline from the train split"),
         _evaluator("chat-loss", ChatLossConfig, "chat_loss:ChatLoss",

@@ -16,14 +16,6 @@ from lmforge_eval.evaluator import EvalContext
 from lmforge_eval.report import metrics_of, write_report
 
 
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class SuiteStage(Stage):
     """Stage ``evaluate/suite`` (inputs model, tokenizer, text, chat, preferences, choices;
     output ``report``)."""
@@ -68,20 +60,31 @@ class SuiteStage(Stage):
             except StageInputError as exc:
                 raise StageInputError(f"stage {sid!r}: evaluator {label!r}: {exc}") from None
 
+    def _model(self, backend: Any, slot: str) -> tuple[Any, Any]:
+        """The ``slot`` model built by the backend (placed, cast, sharded), in eval mode, and
+        its recipe."""
+        from lmforge.modelio import ModelRecipe
+
+        recipe = ModelRecipe.from_artifact(self.ctx.input(slot).path, self.ctx.plugins)
+        model = backend.build_model(recipe)
+        model.eval()
+        return model, recipe
+
     def run(self) -> Mapping[str, Any]:
         import torch
 
         from lmforge.chat import load_tokenizer
 
-        device = resolve_device(self.config.device)
+        backend = self.ctx.build("backend", self.config.backend)
+        device = backend.device
         tokenizer = load_tokenizer(self.ctx.input("tokenizer").path)
-        model = self.ctx.load_model(self.ctx.input("model"), device=device)
-        model.eval()
+        model, recipe = self._model(backend, "model")
+        arch = recipe.architecture
         report: dict[str, Any] = {
-            "stage": self.ctx.stage_id, "device": device,
+            "stage": self.ctx.stage_id, "device": str(device), "backend": backend.describe(),
             "model": {"path": str(self.ctx.input("model").path), "hash": self.ctx.input("model").hash,
-                      "parameters": int(model.num_parameters()),
-                      "max_seq_len": int(model.max_seq_len), "vocab_size": int(model.vocab_size)},
+                      "parameters": int(arch.num_parameters(recipe.vocab_size)),
+                      "max_seq_len": int(arch.max_seq_len), "vocab_size": recipe.vocab_size},
             "tokenizer": {"path": str(tokenizer.path), "vocab_size": tokenizer.vocab_size},
             "inputs": {n: {"path": str(a.path), "hash": a.hash} for n, a in self.ctx.inputs.items()
                        if n not in ("model", "tokenizer")},
@@ -89,8 +92,7 @@ class SuiteStage(Stage):
         }
         baseline = None
         if "baseline" in self.ctx.inputs:
-            baseline = self.ctx.load_model(self.ctx.input("baseline"), device=device)
-            baseline.eval()
+            baseline, _ = self._model(backend, "baseline")
             report["baseline"] = {"path": str(self.ctx.input("baseline").path),
                                   "hash": self.ctx.input("baseline").hash}
             report["baseline_evaluators"] = {}
@@ -100,14 +102,14 @@ class SuiteStage(Stage):
         for step, (label, cfg, ev) in enumerate(self._evaluators()):
             ectx = EvalContext(stage=self.ctx, label=label, batch_size=self.config.batch_size,
                                max_examples=self.config.max_examples)
-            with torch.inference_mode():
+            with torch.inference_mode(), backend.autocast():
                 result = dict(ev.run(model, tokenizer, self.ctx.inputs, device, ectx))
             report["evaluators"][label] = {"type": cfg.type, **result}
             sections[label] = ev.markdown(result)
             metrics = {f"{label}/{k}": v for k, v in metrics_of(result).items()}
             headline.update(metrics)
             if baseline is not None and cfg.type != "generate":
-                with torch.inference_mode():
+                with torch.inference_mode(), backend.autocast():
                     base = dict(ev.run(baseline, tokenizer, self.ctx.inputs, device, ectx))
                 report["baseline_evaluators"][label] = {"type": cfg.type, **base}
                 base_metrics = {f"baseline/{label}/{k}": v for k, v in metrics_of(base).items()}
@@ -115,6 +117,9 @@ class SuiteStage(Stage):
                 metrics.update(base_metrics)
             self.ctx.log(step, metrics)
         headline.update(baseline_headline)
+        backend.close()
+        if not self.ctx.is_main:
+            return headline
         write_report(self.ctx.output_dir("report"), report, sections)
         self.ctx.write_artifact_meta("report", {"evaluators": list(report["evaluators"]),
                                                 "metrics": headline})

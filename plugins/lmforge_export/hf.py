@@ -1,14 +1,17 @@
 """The ``hf`` export stage: an lmforge model + tokenizer → a ``transformers`` model folder.
 
-Output folder (artifact kind ``hf-model``)::
+Model artifacts already hold weights under Hugging Face names (:mod:`lmforge.modelio`), so
+exporting is writing ``config.json`` and copying: no module is built. Output folder (artifact
+kind ``hf-model``)::
 
-    config.json               model.hf_config() + bos/eos/pad token ids + torch_dtype
-    model.safetensors         model.hf_state_dict() (tied output matrix stored once)
+    config.json               architecture.hf_config(vocab) + bos/eos/pad token ids + torch_dtype
+    model*.safetensors (+ index)   the artifact's weights: hard-linked or copied for float32,
+                              cast for bfloat16/float16 (sharded exactly as the artifact)
     generation_config.json    eos = [<|endoftext|>, <|end|>], pad id, max_new_tokens
     tokenizer.json, tokenizer_config.json, special_tokens_map.json   (from the tokenizer artifact)
     artifact.json             what was exported (lmforge metadata)
 
-The architecture must implement :class:`lmforge.interfaces.HFExportable`.
+The architecture config must implement ``hf_config`` (:class:`lmforge.interfaces.ArchitectureConfig`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from lmforge import Stage, StageInputError
 from lmforge.chat import END, EOS, PAD, jinja_template, load_tokenizer
 from lmforge.fsutil import atomic_write_text
-from lmforge.modelio import WEIGHTS, read_model_json
+from lmforge.modelio import WEIGHTS_INDEX, read_model_json, weight_files
 from lmforge_export.config import HFExportConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -34,9 +37,7 @@ class HFExportStage(Stage):
     def check(self) -> None:
         model_dir = self.ctx.input("model").path
         meta = read_model_json(model_dir)
-        if not (Path(model_dir) / WEIGHTS).is_file():
-            raise StageInputError(f"stage {self.ctx.stage_id!r}: {Path(model_dir) / WEIGHTS} is "
-                                  f"missing; re-run the stage that produced the model")
+        weight_files(model_dir)  # the weights are there (a clear error if not)
         tok = load_tokenizer(self.ctx.input("tokenizer").path)
         n_tok = tok.tokenizer.get_vocab_size()
         if n_tok > int(meta["vocab_size"]):
@@ -49,32 +50,35 @@ class HFExportStage(Stage):
         import safetensors.torch
         import torch
 
+        from lmforge.modelio import architecture_config, write_weights
+
         model_art = self.ctx.input("model")
-        model = self.ctx.load_model(model_art)
-        arch = read_model_json(model_art.path)["architecture"].get("type", "?")
-        if not (callable(getattr(model, "hf_config", None))
-                and callable(getattr(model, "hf_state_dict", None))):
+        arch = architecture_config(model_art.path, self.ctx.plugins)
+        vocab = int(read_model_json(model_art.path)["vocab_size"])
+        if not callable(getattr(arch, "hf_config", None)):
             raise StageInputError(
-                f"stage {self.ctx.stage_id!r}: architecture {arch!r} of {model_art.path} does not "
-                f"support Hugging Face export (it has no hf_config()/hf_state_dict()); export a "
-                f"model built with an architecture that does, such as 'dense'")
+                f"stage {self.ctx.stage_id!r}: architecture {arch.type!r} of {model_art.path} "  # type: ignore[attr-defined]
+                f"does not support Hugging Face export (its config has no hf_config()); export "
+                f"a model built with an architecture that does, such as 'dense'")
         tok = load_tokenizer(self.ctx.input("tokenizer").path)
         end_id = tok.tokenizer.token_to_id(END)
         out = self.ctx.output_dir("hf_model")
 
-        config = dict(model.hf_config())
+        config = dict(arch.hf_config(vocab))
         config.update(bos_token_id=tok.eos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
                       torch_dtype=self.config.dtype)
-        dtype = getattr(torch, self.config.dtype)
-        state = {}
-        for name, tensor in model.hf_state_dict().items():
-            if config.get("tie_word_embeddings") and name == "lm_head.weight":
-                continue  # tied: transformers rebuilds lm_head from the embedding
-            # clone: tensors may share storage (views), which safetensors refuses
-            state[name] = tensor.detach().to("cpu", dtype).contiguous().clone()
-        tmp = out / f".{WEIGHTS}.tmp"
-        safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.replace(out / WEIGHTS)
+        files = weight_files(model_art.path)
+        if self.config.dtype == "float32":
+            for f in files:
+                _link_or_copy(f, out / f.name)
+            if (model_art.path / WEIGHTS_INDEX).is_file():
+                _link_or_copy(model_art.path / WEIGHTS_INDEX, out / WEIGHTS_INDEX)
+        else:
+            dtype = getattr(torch, self.config.dtype)
+            tensors: dict[str, Any] = {}
+            for f in files:
+                tensors.update(safetensors.torch.load_file(str(f)))
+            write_weights(out, tensors, dtype=dtype)
         atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
         atomic_write_text(out / "generation_config.json", json.dumps({
             "bos_token_id": tok.eos_id,
@@ -83,14 +87,14 @@ class HFExportStage(Stage):
             "max_new_tokens": self.config.max_new_tokens,
         }, indent=2) + "\n")
         self._copy_tokenizer(tok.path, out)
-        n_params = sum(t.numel() for t in state.values())
+        n_params = arch.num_parameters(vocab)  # type: ignore[attr-defined]
         self.ctx.write_artifact_meta("hf_model", {
             "format": "transformers", "architectures": config.get("architectures"),
-            "source_architecture": arch, "parameters": n_params, "dtype": self.config.dtype,
-            "vocab_size": config.get("vocab_size"),
+            "source_architecture": arch.type, "parameters": n_params,  # type: ignore[attr-defined]
+            "dtype": self.config.dtype, "vocab_size": config.get("vocab_size"),
         })
-        return {"parameters": n_params,
-                "size_mb": round((out / WEIGHTS).stat().st_size / 2**20, 2)}
+        size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+        return {"parameters": n_params, "size_mb": round(size / 2**20, 2)}
 
     @staticmethod
     def _copy_tokenizer(src: Path, out: Path) -> None:
@@ -106,3 +110,16 @@ class HFExportStage(Stage):
                 "pad_token": PAD, "chat_template": jinja_template(),
                 "model_max_length": 1_000_000_000,
             }, indent=2) + "\n")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no copy on the same file system), else copy; atomic."""
+    import os
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)

@@ -5,8 +5,12 @@ grouped-query heads, rotary positions with the Hugging Face Llama convention (``
 over the two halves of each head), and ``scaled_dot_product_attention(is_causal=True)``.
 
 For speed the q/k/v projections are one ``[q + 2 kv, dim]`` matrix and gate/up one
-``[2 * hidden, dim]`` matrix; :meth:`DenseLM.hf_state_dict` splits them into the separate
-``LlamaForCausalLM`` weights (row slices, no permutation).
+``[2 * hidden, dim]`` matrix; the state-dict adapter (:mod:`lmforge_models.hf`) splits them into
+the separate ``LlamaForCausalLM`` weights (row slices, no permutation).
+
+``forward`` implements the model-call contract of :class:`lmforge.interfaces.CausalLM`: with
+``labels`` it returns the summed loss or per-token log-probs computed chunk-wise by
+:mod:`lmforge.training.losses`, so no caller ever needs the model's internals.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.interfaces import CausalLMOutput
+from lmforge.training.losses import linear_cross_entropy, linear_token_logprobs
 from lmforge_models.config import DenseConfig
 
 
@@ -70,8 +76,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, q + 2 * kv, bias=False)
         self.out = nn.Linear(q, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, T, dim]``; ``cos``/``ssin`` ``[T, head_dim]`` (see :func:`signed_sin`)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, T, dim]``; ``cos``/``ssin`` ``[T, head_dim]`` or ``[B, 1, T, head_dim]``
+        (see :func:`signed_sin`); ``mask`` ``[B, 1, T, T]`` bool (True: may attend) or None for
+        plain causal attention."""
         b, t, _ = x.shape
         h, kv, hd = self.n_heads, self.n_kv, self.head_dim
         qkv = self.qkv(x).view(b, t, h + 2 * kv, hd).transpose(1, 2)  # [B, h+2kv, T, hd]
@@ -80,7 +89,10 @@ class Attention(nn.Module):
         if kv != h:
             k = k.repeat_interleave(h // kv, dim=1)
             v = v.repeat_interleave(h // kv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
 
 
@@ -104,17 +116,18 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.dim, cfg.hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, ssin)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        """``(x, aux)``: the block's output and its auxiliary statistics (none here)."""
+        x = x + self.attn(self.attn_norm(x), cos, ssin, mask)
+        return x + self.mlp(self.mlp_norm(x)), None
 
 
 class DenseLM(nn.Module):
-    """Decoder-only LM implementing :class:`lmforge.interfaces.CausalLM` and ``HFExportable``.
+    """Decoder-only LM implementing :class:`lmforge.interfaces.CausalLM`.
 
-    ``forward(input_ids [B, T]) -> logits [B, T, vocab_size]``; ``T <= max_seq_len``.
-    Variants (e.g. the MoE model) subclass it and replace ``block_class`` and the
-    feed-forward part of the HF mapping (:meth:`_hf_ffn`).
+    Variants (e.g. the MoE model) subclass it, replace ``block_class`` and turn the blocks'
+    auxiliary statistics into losses (:meth:`aux_losses`).
     """
 
     block_class: type[nn.Module] = Block
@@ -131,10 +144,18 @@ class DenseLM(nn.Module):
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.dim, vocab_size,
                                                                     bias=False)
-        cos, sin = rotary_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_ssin", signed_sin(sin), persistent=False)
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_ssin", torch.empty(0), persistent=False)
+        self.init_buffers()
         self.reset_parameters()
+
+    def init_buffers(self) -> None:
+        """(Re)compute the rotary tables on the parameters' device (e.g. after meta init)."""
+        c = self.config
+        cos, sin = rotary_tables(c.head_dim, c.max_seq_len, c.rope_theta)
+        device = self.embed.weight.device
+        self.rope_cos = cos.to(device)
+        self.rope_ssin = signed_sin(sin).to(device)
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) for every matrix, ones for norms."""
@@ -144,30 +165,65 @@ class DenseLM(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
-    # -- CausalLM ------------------------------------------------------------------------------
     @property
     def head_weight(self) -> torch.Tensor:
-        """The ``[vocab, dim]`` output matrix: ``head(h) == h @ head_weight.T``."""
+        """The ``[vocab, dim]`` output matrix: logits are ``h @ head_weight.T``."""
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[B, T, dim]`` (after the last norm)."""
-        t = input_ids.shape[1]
+    # -- CausalLM ------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, return_logprobs: bool = False,
+                logits_to_keep: int | None = None) -> CausalLMOutput:
+        """See :class:`lmforge.interfaces.CausalLM` (``input_ids`` ``[B, T]``)."""
+        h, stats = self._hidden(input_ids, positions, attention_mask)
+        out = CausalLMOutput(aux_losses=self.aux_losses(stats))
+        w = self.head_weight
+        if labels is None:
+            if logits_to_keep:
+                h = h[:, -logits_to_keep:]
+            out.logits = F.linear(h, w)
+        elif return_logprobs:
+            out.token_logprobs = linear_token_logprobs(h, w, labels)
+        else:
+            out.loss_sum, out.num_tokens = linear_cross_entropy(h, w, labels)
+        return out
+
+    def _hidden(self, input_ids: torch.Tensor, positions: torch.Tensor | None,
+                attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, list[Any]]:
+        """Final hidden states ``[B, T, dim]`` (after the last norm) and the blocks' aux stats."""
+        b, t = input_ids.shape
         if t > self.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's max_seq_len "
                              f"{self.max_seq_len}; shorten the input or raise max_seq_len")
-        cos, ssin = self.rope_cos[:t], self.rope_ssin[:t]
+        mask = None
+        if attention_mask is not None:
+            keep = attention_mask.to(device=input_ids.device, dtype=torch.bool)
+            if positions is None:
+                positions = (keep.long().cumsum(-1) - 1).clamp_min(0)
+            causal = torch.ones(t, t, dtype=torch.bool, device=input_ids.device).tril()
+            # A padding query may attend to itself, so no row of the mask is empty (NaN).
+            eye = torch.eye(t, dtype=torch.bool, device=input_ids.device)
+            mask = (causal & (keep[:, None, :] | eye))[:, None]  # [B, 1, T, T]
+        if positions is None:
+            cos, ssin = self.rope_cos[:t], self.rope_ssin[:t]
+        else:
+            if int(positions.max()) >= self.max_seq_len:
+                raise ValueError(f"position {int(positions.max())} exceeds the model's "
+                                 f"max_seq_len {self.max_seq_len}")
+            cos = self.rope_cos[positions].unsqueeze(1)  # [B, 1, T, hd]
+            ssin = self.rope_ssin[positions].unsqueeze(1)
         x = self.embed(input_ids)
+        stats = []
         for block in self.blocks:
-            x = block(x, cos, ssin)
-        return self.norm(x)
+            x, aux = block(x, cos, ssin, mask)
+            if aux is not None:
+                stats.append(aux)
+        return self.norm(x), stats
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits ``[..., vocab_size]`` from hidden states ``[..., dim]``."""
-        return F.linear(hidden, self.head_weight)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(input_ids))
+    def aux_losses(self, stats: list[Any]) -> dict[str, torch.Tensor]:
+        """Scaled auxiliary losses from the blocks' statistics (none for the dense model)."""
+        return {}
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Unique trainable parameters; ``non_embedding`` leaves out the token embedding."""
@@ -177,63 +233,6 @@ class DenseLM(nn.Module):
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token at ``seq_len`` (see :meth:`DenseConfig.flops_per_token`)."""
         return self.config.flops_per_token(seq_len, self.vocab_size)
-
-    # -- HFExportable --------------------------------------------------------------------------
-    def hf_config(self) -> dict[str, Any]:
-        """``config.json`` for ``transformers.LlamaForCausalLM`` (token ids added by the exporter)."""
-        c = self.config
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "vocab_size": self.vocab_size,
-            "hidden_size": c.dim,
-            "intermediate_size": c.hidden_dim,
-            "num_hidden_layers": c.n_layers,
-            "num_attention_heads": c.n_heads,
-            "num_key_value_heads": c.kv_heads,
-            "head_dim": c.head_dim,
-            "hidden_act": "silu",
-            "max_position_embeddings": c.max_seq_len,
-            "rms_norm_eps": c.norm_eps,
-            "rope_theta": c.rope_theta,
-            "rope_scaling": None,
-            "attention_bias": False,
-            "attention_dropout": 0.0,
-            "mlp_bias": False,
-            "tie_word_embeddings": c.tie_embeddings,
-            "initializer_range": c.init_std,
-            "torch_dtype": "float32",
-            "use_cache": True,
-        }
-
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights under ``LlamaForCausalLM`` names (detached, contiguous; ``lm_head.weight``
-        omitted when embeddings are tied — transformers re-ties it on load)."""
-        c = self.config
-        q, kv = c.n_heads * c.head_dim, c.kv_heads * c.head_dim
-        out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": self.embed.weight}
-        for i, block in enumerate(self.blocks):
-            p = f"model.layers.{i}."
-            wq, wk, wv = block.attn.qkv.weight.split([q, kv, kv], dim=0)
-            out.update({
-                p + "self_attn.q_proj.weight": wq,
-                p + "self_attn.k_proj.weight": wk,
-                p + "self_attn.v_proj.weight": wv,
-                p + "self_attn.o_proj.weight": block.attn.out.weight,
-                p + "input_layernorm.weight": block.attn_norm.weight,
-                p + "post_attention_layernorm.weight": block.mlp_norm.weight,
-                **self._hf_ffn(p, block),
-            })
-        out["model.norm.weight"] = self.norm.weight
-        if self.lm_head is not None:
-            out["lm_head.weight"] = self.lm_head.weight
-        return {k: v.detach().contiguous().clone() for k, v in out.items()}
-
-    def _hf_ffn(self, prefix: str, block: nn.Module) -> dict[str, torch.Tensor]:
-        """The feed-forward weights of one block under HF names (``prefix`` ends with '.')."""
-        gate, up = block.mlp.gate_up.weight.split([block.mlp.hidden] * 2, dim=0)
-        return {prefix + "mlp.gate_proj.weight": gate, prefix + "mlp.up_proj.weight": up,
-                prefix + "mlp.down_proj.weight": block.mlp.down.weight}
 
 
 def build(config: DenseConfig, vocab_size: int) -> DenseLM:

@@ -5,25 +5,29 @@ router (no bias) over ``n_experts`` SwiGLU experts: ``softmax`` over the router 
 the ``top_k`` most probable experts per token, their probabilities renormalised to sum to 1, and
 the experts' outputs summed with those weights.
 
-Dispatch groups the ``tokens * top_k`` assignments by expert (one stable sort), gathers each
-expert's tokens with ``index_select``, runs the expert on them as one matmul and scatters the
-weighted results back with ``index_add_``: a loop over experts, none over tokens.
+Dispatch groups the ``tokens * top_k`` assignments by expert (one stable sort), gathers them
+with ``index_select``, runs all experts as one grouped matmul (``torch._grouped_mm`` with the
+group offsets on the device: no host sync, no loop over experts) and scatters the weighted
+results back with ``index_add_``. Where the grouped matmul is unavailable (old torch, fp32 on
+CUDA) a loop over experts is the fallback.
 
 Expert weights are stored fused, ``w_gate_up [n_experts, 2 * hidden, dim]`` (gate rows first)
-and ``w_down [n_experts, dim, hidden]``; :meth:`MoELM.hf_state_dict` writes them under the
-per-expert ``MixtralForCausalLM`` checkpoint names (``block_sparse_moe.experts.{j}.w1/w2/w3``),
-which transformers 5 fuses again on load.
+and ``w_down [n_experts, dim, hidden]``; the state-dict adapter writes them under the
+per-expert ``MixtralForCausalLM`` checkpoint names (``block_sparse_moe.experts.{j}.w1/w2/w3``).
 
-After every ``hidden``/``forward`` the model exposes ``aux_loss``: the Switch load-balancing
-loss ``n_experts * sum_e f_e * P_e`` averaged over layers, times ``router_aux_loss_coef``, where
-``f_e`` is the fraction of the ``tokens * top_k`` assignments routed to expert ``e`` and ``P_e``
-the mean router probability of ``e``. It is 1 * coef for uniform routing. (Transformers' Mixtral
-counts ``f_e`` per token rather than per assignment, so its value is ``top_k`` times this.)
+Auxiliary losses are returned by ``forward`` in :attr:`CausalLMOutput.aux_losses`, never kept
+on the module:
+
+* ``load_balancing``: the Switch loss ``n_experts * sum_e f_e * P_e`` averaged over layers,
+  times ``router_aux_loss_coef``, where ``f_e`` is the fraction of the ``tokens * top_k``
+  assignments routed to expert ``e`` and ``P_e`` the mean router probability of ``e``. It is
+  1 * coef for uniform routing. (Transformers' Mixtral counts ``f_e`` per token rather than
+  per assignment, so its value is ``top_k`` times this.)
+* ``router_z`` (when ``router_z_loss_coef > 0``): the mean squared log-sum-exp of the router
+  logits (ST-MoE), averaged over layers, times the coefficient.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +37,29 @@ from lmforge_models.config import MoEConfig
 from lmforge_models.dense import Attention, DenseLM, RMSNorm
 
 
+def _grouped_ok(x: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` runs for ``x``: on CPU in any float dtype, on CUDA in
+    bf16 (its kernels need Hopper-class GPUs; older ones take the fallback)."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if x.device.type == "cpu":
+        return True
+    return (x.device.type == "cuda" and x.dtype == torch.bfloat16
+            and torch.cuda.get_device_capability(x.device)[0] >= 9)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class SparseMoE(nn.Module):
-    """Top-k routed SwiGLU experts. ``forward(x [..., dim]) -> [..., dim]``; sets ``aux``."""
+    """Top-k routed SwiGLU experts.
+
+    ``forward(x [..., dim]) -> (y [..., dim], stats)`` where ``stats`` holds this layer's
+    ``load_balancing`` and ``router_z`` values (unscaled scalars).
+    """
 
     def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int) -> None:
         super().__init__()
@@ -42,13 +67,13 @@ class SparseMoE(nn.Module):
         self.router = nn.Linear(dim, n_experts, bias=False)
         self.w_gate_up = nn.Parameter(torch.empty(n_experts, 2 * hidden, dim))
         self.w_down = nn.Parameter(torch.empty(n_experts, dim, hidden))
-        self.aux: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         shape = x.shape
         flat = x.reshape(-1, self.dim)
         n, k, e = flat.shape[0], self.top_k, self.n_experts
-        probs = F.softmax(self.router(flat).float(), dim=-1)  # [N, E]
+        logits = self.router(flat).float()  # [N, E]
+        probs = F.softmax(logits, dim=-1)
         weights, experts = torch.topk(probs, k, dim=-1)  # [N, k]
         weights = weights / weights.sum(dim=-1, keepdim=True)
 
@@ -57,19 +82,30 @@ class SparseMoE(nn.Module):
         counts = torch.bincount(assigned, minlength=e)
         token_idx = order // k
         gathered = flat.index_select(0, token_idx)  # [N*k, dim], grouped by expert
-        outs = []
-        for j, chunk in enumerate(gathered.split(counts.tolist(), dim=0)):
-            if chunk.shape[0] == 0:
-                continue
-            gate, up = F.linear(chunk, self.w_gate_up[j]).chunk(2, dim=-1)
-            outs.append(F.linear(F.silu(gate) * up, self.w_down[j]))
-        y = torch.cat(outs, dim=0)
+        y = self._experts(gathered, counts)
         y = y * weights.reshape(-1)[order].unsqueeze(-1).to(y.dtype)
         out = torch.zeros(n, self.dim, dtype=y.dtype, device=y.device).index_add_(0, token_idx, y)
 
         frac = counts.to(probs.dtype) / (n * k)  # no gradient (a count)
-        self.aux = e * torch.sum(frac * probs.mean(dim=0))
-        return out.reshape(shape).to(x.dtype)
+        stats = {"load_balancing": e * torch.sum(frac * probs.mean(dim=0)),
+                 "router_z": torch.logsumexp(logits, dim=-1).pow(2).mean()}
+        return out.reshape(shape).to(x.dtype), stats
+
+    def _experts(self, tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert on its contiguous group of ``tokens`` ``[M, dim]``."""
+        dt = _matmul_dtype(tokens)
+        x = tokens.to(dt)
+        if _grouped_ok(x):
+            offs = torch.cumsum(counts, 0).to(torch.int32)
+            h = torch._grouped_mm(x, self.w_gate_up.to(dt).transpose(-2, -1), offs=offs)
+            gate, up = h.chunk(2, dim=-1)
+            return torch._grouped_mm((F.silu(gate) * up).contiguous(),
+                                     self.w_down.to(dt).transpose(-2, -1), offs=offs)
+        outs = []
+        for j, chunk in enumerate(x.split(counts.tolist(), dim=0)):
+            gate, up = F.linear(chunk, self.w_gate_up[j].to(dt)).chunk(2, dim=-1)
+            outs.append(F.linear(F.silu(gate) * up, self.w_down[j].to(dt)))
+        return torch.cat(outs, dim=0)
 
 
 class MoEBlock(nn.Module):
@@ -80,25 +116,21 @@ class MoEBlock(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.moe = SparseMoE(cfg.dim, cfg.hidden_dim, cfg.n_experts, cfg.top_k)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, ssin)
-        return x + self.moe(self.mlp_norm(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
+                mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = x + self.attn(self.attn_norm(x), cos, ssin, mask)
+        y, stats = self.moe(self.mlp_norm(x))
+        return x + y, stats
 
 
 class MoELM(DenseLM):
     """Sparse MoE decoder: :class:`DenseLM` with each block's SwiGLU replaced by
-    :class:`SparseMoE` (same attention, norms, rotary and output head).
-
-    ``forward(input_ids [B, T]) -> logits [B, T, vocab_size]``; ``T <= max_seq_len``. After
-    each call, ``aux_loss`` is the scaled load-balancing loss (a scalar with gradient).
-    """
+    :class:`SparseMoE` (same attention, norms, rotary and output head). Its outputs carry the
+    scaled auxiliary losses (see the module docstring)."""
 
     block_class = MoEBlock
     config: MoEConfig
-
-    def __init__(self, config: MoEConfig, vocab_size: int) -> None:
-        self.aux_loss: torch.Tensor | None = None
-        super().__init__(config, vocab_size)
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) for every matrix (router and experts included), ones for norms."""
@@ -108,38 +140,15 @@ class MoELM(DenseLM):
                 nn.init.normal_(module.w_gate_up, mean=0.0, std=self.config.init_std)
                 nn.init.normal_(module.w_down, mean=0.0, std=self.config.init_std)
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[B, T, dim]`` (after the last norm); sets ``aux_loss``."""
-        out = super().hidden(input_ids)
-        aux = torch.stack([block.moe.aux for block in self.blocks]).mean()
-        self.aux_loss = aux * self.config.router_aux_loss_coef
-        return out
-
-    # -- HFExportable --------------------------------------------------------------------------
-    def hf_config(self) -> dict[str, Any]:
-        """``config.json`` for ``transformers.MixtralForCausalLM`` (token ids added by the
-        exporter)."""
+    def aux_losses(self, stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Layer-averaged router losses scaled by their coefficients (zero coefficients are
+        left out)."""
         c = self.config
-        out = {k: v for k, v in super().hf_config().items()
-               if k not in ("attention_bias", "mlp_bias")}
-        out.update({
-            "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
-            "sliding_window": None, "num_local_experts": c.n_experts,
-            "num_experts_per_tok": c.top_k, "router_aux_loss_coef": c.router_aux_loss_coef,
-            "router_jitter_noise": 0.0, "output_router_logits": False,
-        })
-        return out
-
-    def _hf_ffn(self, prefix: str, block: nn.Module) -> dict[str, torch.Tensor]:
-        """Router and per-expert weights under ``MixtralForCausalLM`` checkpoint names
-        (``w1`` gate, ``w3`` up, ``w2`` down)."""
-        moe = block.moe
-        out = {prefix + "block_sparse_moe.gate.weight": moe.router.weight}
-        for j in range(self.config.n_experts):
-            gate, up = moe.w_gate_up[j].split([moe.hidden] * 2, dim=0)
-            e = prefix + f"block_sparse_moe.experts.{j}."
-            out.update({e + "w1.weight": gate, e + "w2.weight": moe.w_down[j],
-                        e + "w3.weight": up})
+        out = {}
+        for name, coef in (("load_balancing", c.router_aux_loss_coef),
+                           ("router_z", c.router_z_loss_coef)):
+            if coef > 0 and stats:
+                out[name] = torch.stack([s[name] for s in stats]).mean() * coef
         return out
 
 

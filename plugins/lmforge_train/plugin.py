@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lmforge import Component, InputSlot, hookimpl, stage
+from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
 from lmforge_train.config import PretrainConfig, SFTConfig
 
 
@@ -21,7 +21,7 @@ def lmforge_components() -> Sequence[Component]:
                 "init": InputSlot(("model",), required=False,
                                   help="continue training this model"),
             },
-            outputs={"model": "model"},
+            outputs={"model": "model"}, ranks=backend_ranks,
         ),
         stage(
             "train", "sft", config=SFTConfig,
@@ -32,6 +32,6 @@ def lmforge_components() -> Sequence[Component]:
                 "tokenizer": InputSlot(("tokenizer",)),
                 "init": InputSlot(("model",), help="the pre-trained model to fine-tune"),
             },
-            outputs={"model": "model"},
+            outputs={"model": "model"}, ranks=backend_ranks,
         ),
     ]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from lmforge import Stage, StageInputError
 from lmforge.datasetio import read_meta, split_files
-from lmforge.training.loop import LossOutput, Trainer, build_backend, unwrap
-from lmforge.training.losses import causal_lm_loss
+from lmforge.modelio import ModelRecipe
+from lmforge.training.loop import Trainer, build_backend
+from lmforge.training.losses import lm_loss
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
@@ -18,23 +17,12 @@ from lmforge.training.stagekit import (
     finish_training,
     heldout_metrics,
     init_model_info,
-    load_init_model,
+    init_recipe,
     load_tokenizer_input,
+    main_first,
 )
 from lmforge_train.config import PretrainConfig
 from lmforge_train.data import BlockBatches, token_stream
-
-
-def lm_loss(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-    """Summed next-token loss over the batch's labels (``-100`` ignored), plus, in training
-    mode, ``count`` times the model's ``aux_loss`` when it has one (e.g. MoE load balancing),
-    so that the per-token mean loss gets ``+ aux_loss``."""
-    model = module if hasattr(module, "hidden") else unwrap(module)
-    loss, n = causal_lm_loss(model, batch["input_ids"], batch["labels"])
-    aux = getattr(model, "aux_loss", None)
-    if aux is not None and model.training:
-        loss = loss + aux * n
-    return LossOutput(loss_sum=loss, count=n)
 
 
 class PretrainStage(Stage):
@@ -63,7 +51,8 @@ class PretrainStage(Stage):
         ds = ctx.input("dataset")
         key = cache_key(ds.hash, ctx.input("tokenizer").hash)
         work = ctx.work_dir()
-        stream = token_stream(work / f"tokens-train-{key}", ds.path, "train", tok, cfg.num_proc)
+        stream = main_first(lambda: token_stream(work / f"tokens-train-{key}", ds.path, "train",
+                                                 tok, cfg.num_proc))
         backend = build_backend(ctx, loop)
         blocks = BlockBatches(stream, loop.seq_len)
         need = loop.batch_size * backend.world_size
@@ -76,16 +65,11 @@ class PretrainStage(Stage):
         blocks.sampler = EpochSampler(blocks.num_blocks, loop.batch_size, loop.grad_accum,
                                       backend.world_size, seed=ctx.seed)
 
-        torch.manual_seed(ctx.seed)
         if "init" in ctx.inputs:
-            model, arch, vocab = load_init_model(ctx)
+            recipe = init_recipe(ctx)
         else:
-            arch, vocab = cfg.model, tok.vocab_size
-            model = ctx.build("architecture", arch, vocab_size=vocab)
-        check_seq_len(ctx, loop.seq_len, getattr(model, "max_seq_len", None),
-                      f"architecture {arch.type}")
-
-        trainer = Trainer(ctx, model, loop, lm_loss, blocks, backend=backend,
+            recipe = ModelRecipe.fresh(cfg.model, tok.vocab_size, ctx.plugins, ctx.seed)
+        trainer = Trainer(ctx, recipe, loop, lm_loss, blocks, backend=backend,
                           data_state={"blocks": blocks.num_blocks, "seq_len": loop.seq_len,
                                       "seed": ctx.seed})
         result = trainer.train()
@@ -94,13 +78,13 @@ class PretrainStage(Stage):
                                    "tokens": result.tokens_seen,
                                    "epochs": round(blocks.sampler.epochs(result.steps), 3)}
         if cfg.eval_batches and "heldout" in read_meta(ds.path).get("splits", {}):
-            held = token_stream(work / f"tokens-heldout-{key}", ds.path, "heldout", tok,
-                                cfg.num_proc)
+            held = main_first(lambda: token_stream(work / f"tokens-heldout-{key}", ds.path,
+                                                   "heldout", tok, cfg.num_proc))
             hb = BlockBatches(held, loop.seq_len)
             if hb.num_blocks:
                 metrics.update(heldout_metrics(
                     ctx, backend, trainer.module, lm_loss,
                     hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
                                   backend.world_size), result.steps, "tokens"))
-        finish_training(ctx, backend, trainer.module, arch, vocab, result)
+        finish_training(ctx, trainer)
         return metrics

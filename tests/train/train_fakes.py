@@ -10,6 +10,7 @@ import contextlib
 import math
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -18,6 +19,10 @@ from pydantic import Field
 from torch import nn
 
 from lmforge import Component, Config, Stage, hookimpl, stage
+from lmforge.checkpoint import read_state, write_state
+from lmforge.interfaces import CausalLMOutput
+from lmforge.training.losses import token_logprobs
+from lmforge.training.schedule import build_optimizer
 
 
 # -- architecture -------------------------------------------------------------------------------
@@ -74,18 +79,28 @@ class TinyLM(nn.Module):
         for blk in self.blocks:
             nn.init.normal_(blk.down.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def init_buffers(self) -> None:
+        pass
+
+    def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, return_logprobs: bool = False,
+                logits_to_keep: int | None = None) -> CausalLMOutput:
+        """The model-call contract, computed the plain way (full logits): a third-party
+        architecture needs nothing from lmforge's kernels."""
+        if attention_mask is not None or positions is not None:
+            raise NotImplementedError("TinyLM has no padding mask or positions")
         t = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x)
-
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(hidden)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(input_ids))
+        logits = self.out(self.norm(x))
+        if labels is None:
+            return CausalLMOutput(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+        if return_logprobs:
+            return CausalLMOutput(token_logprobs=token_logprobs(logits, labels))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+        return CausalLMOutput(loss_sum=loss, num_tokens=(labels != -100).sum())
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -102,11 +117,13 @@ class CpuBackendConfig(Config):
 
 
 class CpuBackend:
-    """One process on CPU, fp32: the Backend protocol with nothing distributed."""
+    """One process on CPU, fp32: the Backend protocol written from scratch (as a third party
+    would), with nothing distributed."""
 
     device = torch.device("cpu")
     rank = 0
     world_size = 1
+    precision = "fp32"
 
     def __init__(self, config: CpuBackendConfig | None = None) -> None:
         self.config = config
@@ -115,11 +132,35 @@ class CpuBackend:
     def is_main(self) -> bool:
         return True
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return model.to(self.device)
+    def build_model(self, recipe: Any) -> nn.Module:
+        return recipe.build_full()
+
+    def build_optimizer(self, module: nn.Module, optim: Any) -> torch.optim.Optimizer:
+        return build_optimizer(module, optim)
+
+    def no_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def clip_grad_norm_(self, module: nn.Module, max_norm: float) -> float:
+        params = [p for p in module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm or math.inf))
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
+
+    def save_checkpoint(self, path: Path, module: nn.Module, optimizer: Any) -> None:
+        write_state(path, "train", {"model": module.state_dict(),
+                                    "optimizer": optimizer.state_dict()})
+
+    def load_checkpoint(self, path: Path, module: nn.Module, optimizer: Any) -> None:
+        state = read_state(path, "train")
+        module.load_state_dict(state["model"])
+        for g in state["optimizer"]["param_groups"]:
+            g["betas"] = tuple(g["betas"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    def full_state_dict(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def all_reduce_mean(self, value: float) -> float:
         return value
@@ -129,6 +170,9 @@ class CpuBackend:
 
     def close(self) -> None:
         pass
+
+    def describe(self) -> str:
+        return "cpu_test backend"
 
 
 # -- fixture stages -----------------------------------------------------------------------------

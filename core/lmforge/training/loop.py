@@ -15,17 +15,23 @@ step (all micro-batches, all ranks): the update equals one big batch's mean loss
 split into micro-batches. Then: gradient clipping, the learning rate of
 :func:`lmforge.training.schedule.lr_at`, AdamW.
 
-Checkpoints (every ``checkpoint_every`` steps, through ``ctx.checkpoints``) hold the model
-weights, optimizer moments, the step (scheduler and data position), the torch / CUDA / Python /
-NumPy RNG states and the running log window. When ``ctx.resumed`` and a checkpoint exists, all of
-it is restored, metrics after that step are dropped, and training continues; on CPU in fp32 the
-loss curve and final weights are bitwise identical to an uninterrupted run.
+The model is built by the backend from a :class:`lmforge.modelio.ModelRecipe` (what to build);
+the backend owns placement, wrapping or sharding, the optimizer, ``no_sync``, clipping and the
+model/optimizer part of checkpoints. Every forward goes through the module the backend returned.
+
+Checkpoints (every ``checkpoint_every`` steps, through ``ctx.checkpoints``) hold the backend's
+model and optimizer state, ``trainer.json`` state (step — scheduler and data position — the
+world size, the data description and the running log window) and one RNG file per rank
+(torch / CUDA / Python / NumPy). When ``ctx.resumed``, the newest checkpoint that passes its
+hash check is restored on every rank, metrics after that step are dropped, and training
+continues; on CPU in fp32 the loss curve and final weights are bitwise identical to an
+uninterrupted run. Resuming on a different world size is refused (it would change the data
+order), naming both sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,11 +41,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from lmforge import dist
+from lmforge.checkpoint import read_state, write_state
+from lmforge.errors import StageInputError
 from lmforge.training.config import TrainLoopConfig
-from lmforge.training.schedule import build_optimizer, lr_at
+from lmforge.training.schedule import lr_at
 
 if TYPE_CHECKING:
     from lmforge.interfaces import Backend
+    from lmforge.modelio import ModelRecipe
     from lmforge.stages import StageContext
 
 Batch = Mapping[str, torch.Tensor]
@@ -113,11 +123,9 @@ def accumulate_gradients(module: torch.nn.Module, loss_fn: LossFn, micro_batches
     count_total = 0.0
     metric_sums: dict[str, float] = {}
     tokens = 0
-    no_sync = getattr(module, "no_sync", None)
     for i, mb in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if (last or no_sync is None) else no_sync()
-        with sync:
+        with contextlib.nullcontext() if last else backend.no_sync(module):
             with backend.autocast():
                 out = loss_fn(module, to_device(mb, device))
             out.loss_sum.backward()
@@ -195,33 +203,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _unshared_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``state_dict`` with tensors that share storage (tied weights) cloned, because
-    safetensors refuses to store two names for one buffer."""
-    seen: set[tuple[int, int]] = set()
-    out = {}
-    for k, v in module.state_dict().items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (0, id(v))
-        out[k] = v.detach().clone() if key in seen else v.detach()
-        seen.add(key)
-    return out
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The user's module inside a DDP / compile wrapper."""
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if not isinstance(inner, torch.nn.Module):
-            return module
-        module = inner
-
-
 class Trainer:
     """Runs the optimisation of one stage (see the module docstring).
 
     Args:
         ctx: the stage context (checkpoints, metrics, progress, seed, resumed).
-        model: the module to train, on CPU or already placed; ``backend.prepare`` moves/wraps it.
+        model: what to train, as a :class:`lmforge.modelio.ModelRecipe`; the backend builds it
+            (``self.module`` is the module to call).
         loop: the loop settings (steps, batch, accumulation, optimizer, cadence).
         loss_fn: see :class:`LossFn`.
         batches: see :class:`BatchSource`.
@@ -232,7 +220,7 @@ class Trainer:
         on_step: called as ``on_step(step)`` after each optimizer step (tests, hooks).
     """
 
-    def __init__(self, ctx: StageContext, model: torch.nn.Module, loop: TrainLoopConfig,
+    def __init__(self, ctx: StageContext, model: ModelRecipe, loop: TrainLoopConfig,
                  loss_fn: LossFn, batches: BatchSource, *, backend: Backend | None = None,
                  metric_prefix: str = "train/", data_state: Mapping[str, Any] | None = None,
                  on_step: Callable[[int], None] | None = None) -> None:
@@ -241,9 +229,9 @@ class Trainer:
         self.loss_fn = loss_fn
         self.batches = batches
         self.backend = backend if backend is not None else build_backend(ctx, loop)
-        self.model = model
-        self.module = self.backend.prepare(model)
-        self.optimizer = build_optimizer(unwrap(self.module), loop.optim)
+        self.recipe = model
+        self.module = self.backend.build_model(model)
+        self.optimizer = self.backend.build_optimizer(self.module, loop.optim)
         self.prefix = metric_prefix
         self.data_state = dict(data_state or {})
         self.on_step = on_step
@@ -255,58 +243,78 @@ class Trainer:
         ctx.checkpoints.keep = loop.keep_checkpoints
 
     # -- checkpoint state ------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def trainer_state(self) -> dict[str, Any]:
+        """What the main rank stores besides the backend's model/optimizer state."""
         return {
-            "model": _unshared_state_dict(unwrap(self.module)),
-            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
             "scheduler": {"kind": "warmup-cosine", "step": self.step},
-            "data": {"step": self.step, **self.data_state},
-            "rng": capture_rng(),
+            "world_size": self.backend.world_size,
+            "data": dict(self.data_state),
             "progress": {"tokens_seen": self.tokens_seen, "window": dict(self._window),
                          "window_steps": self._window_steps, "last_logged": self._last_logged},
         }
 
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        saved_data = {k: v for k, v in state["data"].items() if k != "step"}
-        if saved_data != self.data_state:
-            from lmforge.errors import StageInputError
-
+    def load_trainer_state(self, state: Mapping[str, Any]) -> None:
+        ctx, be = self.ctx, self.backend
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != be.world_size:
             raise StageInputError(
-                f"stage {self.ctx.stage_id!r}: the checkpoint was made on different data "
-                f"({saved_data}) than this run's ({self.data_state}); delete "
-                f"{self.ctx.checkpoints.root} or rerun with --force {self.ctx.stage_id}")
-        unwrap(self.module).load_state_dict(state["model"])
-        opt = state["optimizer"]
-        for g in opt["param_groups"]:
-            if "betas" in g:
-                g["betas"] = tuple(g["betas"])
-        self.optimizer.load_state_dict(opt)
-        self.step = int(state["scheduler"]["step"])
+                f"stage {ctx.stage_id!r}: its checkpoint {ctx.checkpoints.latest().path} was "  # type: ignore[union-attr]
+                f"written by {saved_world} rank(s) but this run has {be.world_size}; resuming "
+                f"would change the data order (each step reads batch_size x grad_accum x "
+                f"world_size examples). Rerun with {saved_world} rank(s), or start the stage "
+                f"over with --force {ctx.stage_id}")
+        if dict(state["data"]) != self.data_state:
+            raise StageInputError(
+                f"stage {ctx.stage_id!r}: the checkpoint was made on different data "
+                f"({dict(state['data'])}) than this run's ({self.data_state}); delete "
+                f"{ctx.checkpoints.root} or rerun with --force {ctx.stage_id}")
+        self.step = int(state["step"])
         prog = state["progress"]
         self.tokens_seen = int(prog["tokens_seen"])
         self._window = {k: float(v) for k, v in prog["window"].items()}
         self._window_steps = int(prog["window_steps"])
         self._last_logged = float(prog["last_logged"])
-        restore_rng(state["rng"])
 
     def save_checkpoint(self) -> None:
-        if self.backend.is_main:
-            self.ctx.checkpoints.save(self.step, self.state())
-        self.backend.barrier()
+        """Collective: every rank writes its part into the staging folder, the main rank
+        commits it (hashes, atomic rename)."""
+        be, store = self.backend, self.ctx.checkpoints
+        if be.is_main:
+            store.begin(self.step)
+        dist.barrier()
+        folder = store.staging(self.step)
+        be.save_checkpoint(folder, self.module, self.optimizer)
+        write_state(folder, f"rng-rank{be.rank}", capture_rng())
+        if be.is_main:
+            write_state(folder, "trainer", self.trainer_state())
+        dist.barrier()
+        if be.is_main:
+            store.commit(self.step)
+        dist.barrier()
 
     def maybe_resume(self) -> int | None:
-        """Restore the latest checkpoint when the stage resumes; returns its step."""
+        """Restore the newest valid checkpoint when the stage resumes; returns its step."""
         if not self.ctx.resumed:
             return None
-        latest = self.ctx.checkpoints.latest()
-        if latest is None:
+        store = self.ctx.checkpoints
+        path = dist.main_decides(lambda: getattr(store.latest_valid(), "path", None))
+        if path is None:
             if self.backend.is_main:
                 self.ctx.truncate_metrics(0)
             return None
-        self.load_state(self.ctx.checkpoints.load(latest))
+        self.load_trainer_state(read_state(path, "trainer"))
+        self.backend.load_checkpoint(path, self.module, self.optimizer)
+        rng = path / f"rng-rank{self.backend.rank}.json"
+        if rng.is_file():
+            restore_rng(read_state(path, f"rng-rank{self.backend.rank}"))
         if self.backend.is_main:
             self.ctx.truncate_metrics(self.step)
         return self.step
+
+    def model_state(self) -> dict[str, torch.Tensor] | None:
+        """Collective: the trained model's full state dict on the main rank (None elsewhere)."""
+        return self.backend.full_state_dict(self.module)
 
     # -- the loop --------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -318,9 +326,7 @@ class Trainer:
         micro = self.batches.micro_batches(self.step, be.rank, be.world_size)
         loss_sum, count, metric_sums, tokens = accumulate_gradients(self.module, self.loss_fn,
                                                                     micro, be)
-        params = [p for p in unwrap(self.module).parameters() if p.grad is not None]
-        clip = self.loop.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        grad_norm = be.clip_grad_norm_(self.module, self.loop.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -328,7 +334,7 @@ class Trainer:
         loss = be.all_reduce_mean(loss_sum) / total if total else float("nan")
         step_tokens = int(round(be.all_reduce_mean(float(tokens)) * be.world_size))
         self.tokens_seen += step_tokens
-        out = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": step_tokens}
+        out = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": step_tokens}
         for k, v in metric_sums.items():
             out[k] = be.all_reduce_mean(v) / total if total else float("nan")
         return out
@@ -361,8 +367,7 @@ class Trainer:
                     record.update({f"{p}lr": m["lr"], f"{p}tokens_per_s": tok_s,
                                    f"{p}tokens_seen": self.tokens_seen})
                     self._last_logged = record[f"{p}loss"]
-                    if self.backend.is_main:
-                        self.ctx.log(self.step, record)
+                    self.ctx.log(self.step, record)  # the main rank writes, others skip
                     self._window, self._window_steps = {}, 0
                     win_start, win_tokens = time.perf_counter(), 0
                 bar.advance(1, loss=round(m["loss"], 4), tok_s=int(tok_s))

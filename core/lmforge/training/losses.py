@@ -1,31 +1,58 @@
 """Language-model losses that never materialise the full ``[batch * seq, vocab]`` logits.
 
-Every function takes a :class:`lmforge.interfaces.CausalLM` and uses its two halves:
-``h = model.hidden(input_ids)`` then ``model.head(h)`` one chunk of rows at a time.
+Two layers:
 
-Labels are already aligned with positions: ``labels[b, t]`` is the target of position ``t``
-(the *caller* shifts, e.g. ``labels[:, :-1] = input_ids[:, 1:]``); positions whose label is
+* **Kernels on hidden states** — :func:`linear_cross_entropy` and :func:`linear_token_logprobs`
+  take final hidden states ``h [..., D]``, the output matrix ``w [V, D]`` and aligned labels, and
+  compute the summed cross-entropy / per-token log-probs one chunk of rows at a time. An
+  architecture's ``forward`` calls them (see :class:`lmforge.interfaces.CausalLM`), so the
+  (possibly wrapped, sharded) module computes its own loss inside its forward.
+* **Calls through the module** — :func:`causal_lm_loss`, :func:`sequence_logprobs` and
+  :func:`lm_loss` call ``module(input_ids, labels=...)``: the module a backend returned (DDP,
+  FSDP2, compiled). Calling it, never a sub-method of the unwrapped model, is what makes DDP
+  all-reduce gradients and FSDP2 gather parameters.
+
+Labels are aligned with positions: ``labels[b, t]`` is the target of position ``t`` (the
+*caller* shifts, e.g. ``labels[:, :-1] = input_ids[:, 1:]``); positions whose label is
 ``ignore_index`` carry no loss.
-
-Fast path: a model may expose ``head_weight`` — a ``[vocab, dim]`` tensor with
-``head(h) == h @ head_weight.T`` (the dense architecture does). Then :func:`causal_lm_loss`
-computes the loss *and* its gradients with respect to ``h`` and the head weight chunk by chunk
-in the forward pass (softmax minus one-hot), so backward is a multiply; no logits survive a
-chunk and no matmul is recomputed. Otherwise each chunk runs under activation checkpointing
-(its logits are recomputed in backward).
 
 This module imports torch: only running stages import it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-__all__ = ["causal_lm_loss", "sequence_logprobs", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "causal_lm_loss", "linear_cross_entropy", "linear_token_logprobs",
+           "lm_loss", "sequence_logprobs", "token_logprobs"]
+
+IGNORE_INDEX = -100
+
+
+def _register_output_pytree() -> None:
+    """Make :class:`CausalLMOutput` a pytree node, so wrappers that look for tensors in a
+    module's output (FSDP2's backward hooks, DDP, torch.compile) see the tensors inside it."""
+    from torch.utils import _pytree
+
+    from lmforge.interfaces import CausalLMOutput
+
+    names = ("loss_sum", "num_tokens", "token_logprobs", "logits", "aux_losses")
+    try:
+        _pytree.register_pytree_node(
+            CausalLMOutput,
+            lambda o: ([getattr(o, n) for n in names], None),
+            lambda values, _: CausalLMOutput(*values),
+            serialized_type_name="lmforge.interfaces.CausalLMOutput",
+        )
+    except ValueError:  # already registered (module reloaded)
+        pass
+
+
+_register_output_pytree()
 
 
 def _compute_dtype(like: torch.Tensor) -> torch.dtype:
@@ -39,7 +66,9 @@ def _compute_dtype(like: torch.Tensor) -> torch.dtype:
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     """Sum of cross-entropy of ``h @ w.T`` against ``y``; gradients computed in forward.
 
-    ``h``: ``[N, D]``, ``w``: ``[V, D]``, ``y``: ``[N]`` (every row is a real target).
+    ``h``: ``[N, D]``, ``w``: ``[V, D]``, ``y``: ``[N]`` (every row is a real target). The
+    gradient of the sum with respect to the logits is ``softmax - onehot``; it is formed chunk by
+    chunk in forward, so backward is a multiply and no matmul is recomputed.
     """
 
     @staticmethod
@@ -62,7 +91,6 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             denom = probs.sum(dim=-1, keepdim=True)
             total += (peak + denom.log()).squeeze(1).sub_(target).sum()
             if need_h or need_w:
-                # d(sum CE)/d logits = softmax - onehot.
                 probs.div_(denom)
                 probs[torch.arange(y_c.shape[0], device=y_c.device), y_c] -= 1.0
                 g = probs.to(cdt)
@@ -82,59 +110,96 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return gh, gw, None, None, None
 
 
-def _chunk_ce(head: Any, h_c: torch.Tensor, y_c: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(h_c).float(), y_c, reduction="sum")
+class _FusedLinearLogprobs(torch.autograd.Function):
+    """Per-row ``log softmax(h @ w.T)[y]``: float32 ``[N]``.
+
+    Forward keeps only the log-sum-exp of each row; backward recomputes each chunk's logits once
+    and forms ``d logp / d logits = onehot - softmax`` scaled by the incoming per-row gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor,
+                chunk_size: int, cdt: torch.dtype) -> torch.Tensor:
+        w_c = w.to(cdt)
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        lse = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        for start in range(0, h.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            logits = (h[sl].to(cdt) @ w_c.t()).float()
+            lse[sl] = torch.logsumexp(logits, dim=-1)
+            out[sl] = logits.gather(1, y[sl, None]).squeeze(1) - lse[sl]
+        ctx.save_for_backward(h, w, y, lse)
+        ctx.chunk_size, ctx.cdt = chunk_size, cdt
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        h, w, y, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        cdt, chunk = ctx.cdt, ctx.chunk_size
+        w_c = w.to(cdt)
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        for start in range(0, h.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            h_c = h[sl].to(cdt)
+            probs = ((h_c @ w_c.t()).float() - lse[sl, None]).exp_()  # softmax
+            probs.neg_()
+            probs[torch.arange(probs.shape[0], device=probs.device), y[sl]] += 1.0
+            g = probs.mul_(grad_out[sl, None].float()).to(cdt)  # [c, V]
+            if need_h:
+                grad_h[sl] = g @ w_c
+            if need_w:
+                grad_w += (g.t() @ h_c).float()
+        return (grad_h, grad_w.to(w.dtype) if grad_w is not None else None, None, None, None)
 
 
-def causal_lm_loss(model: Any, input_ids: torch.Tensor, labels: torch.Tensor,
-                   ignore_index: int = -100, chunk_size: int = 4096
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy and the number of tokens it is summed over.
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         ignore_index: int = IGNORE_INDEX, chunk_size: int = 4096
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of the logits ``h @ weight.T`` against ``labels``.
 
     Args:
-        model: a CausalLM (``hidden`` and ``head``; optionally ``head_weight``).
-        input_ids: LongTensor ``[B, T]``.
-        labels: LongTensor ``[B, T]``; ``labels[b, t]`` is the target of position ``t``.
-        ignore_index: label value that carries no loss.
-        chunk_size: rows of ``B * T`` whose logits exist at one time.
+        h: hidden states ``[..., D]`` (any leading shape).
+        weight: the output matrix ``[V, D]``.
+        labels: LongTensor with the leading shape of ``h``; ``ignore_index`` carries no loss.
+        chunk_size: rows whose logits exist at one time.
 
     Returns:
-        ``(loss_sum, n_tokens)``: float32 scalar sum of cross-entropy over non-ignored labels
-        (equal to ``F.cross_entropy(model(x).flatten(0, 1).float(), labels.flatten(),
-        reduction="sum")``) and a scalar tensor counting them. Divide to get the mean; across
-        accumulation steps or ranks sum both first.
+        ``(loss_sum, n_tokens)``: float32 scalar (equal to ``F.cross_entropy(h @ weight.T,
+        labels, reduction="sum")``) and a scalar LongTensor counting the labelled rows.
     """
-    if input_ids.shape != labels.shape:
-        raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels "
-                         f"{tuple(labels.shape)} must have the same shape")
-    h = model.hidden(input_ids)
     h = h.reshape(-1, h.shape[-1])
     y = labels.reshape(-1).to(h.device)
     valid = y != ignore_index
     n_tokens = valid.sum()
+    # Boolean indexing costs a device sync; on the common all-labelled path it is skipped.
     if not bool(valid.all()):
         h, y = h[valid], y[valid]
     if h.shape[0] == 0:
-        return h.sum(dtype=torch.float32) * 0.0, n_tokens
-    weight = getattr(model, "head_weight", None)
-    if isinstance(weight, torch.Tensor):
-        loss = _FusedLinearCrossEntropy.apply(h, weight, y, chunk_size, _compute_dtype(h))
-        return loss, n_tokens
-    use_ckpt = torch.is_grad_enabled() and h.requires_grad and h.shape[0] > chunk_size
-    total = torch.zeros((), dtype=torch.float32, device=h.device)
-    for start in range(0, h.shape[0], chunk_size):
-        h_c, y_c = h[start:start + chunk_size], y[start:start + chunk_size]
-        if use_ckpt:
-            total = total + checkpoint(_chunk_ce, model.head, h_c, y_c, use_reentrant=False)
-        else:
-            total = total + _chunk_ce(model.head, h_c, y_c)
-    return total, n_tokens
+        return h.sum(dtype=torch.float32) * 0.0 + weight.sum() * 0.0, n_tokens
+    return _FusedLinearCrossEntropy.apply(h, weight, y, chunk_size, _compute_dtype(h)), n_tokens
+
+
+def linear_token_logprobs(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                          ignore_index: int = IGNORE_INDEX, chunk_size: int = 4096
+                          ) -> torch.Tensor:
+    """``log p(labels)`` under the logits ``h @ weight.T``: float32 with the shape of
+    ``labels`` (``h`` is ``[*labels.shape, D]``), 0 where ``labels == ignore_index``.
+    Differentiable with respect to ``h`` and ``weight``; no full logits are kept."""
+    shape = labels.shape
+    flat = h.reshape(-1, h.shape[-1])
+    y = labels.reshape(-1).to(h.device)
+    valid = y != ignore_index
+    safe = torch.where(valid, y, torch.zeros_like(y))
+    lp = _FusedLinearLogprobs.apply(flat, weight, safe, chunk_size, _compute_dtype(flat))
+    return torch.where(valid, lp, torch.zeros_like(lp)).reshape(shape)
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor,
-                   ignore_index: int = -100) -> torch.Tensor:
-    """``log p(labels[b, t])`` under ``logits[b, t]`` (``[B, T, V]`` → float32 ``[B, T]``);
-    0 where ``labels == ignore_index``."""
+                   ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``log p(labels[b, t])`` under full ``logits[b, t]`` (``[B, T, V]`` → float32 ``[B, T]``);
+    0 where ``labels == ignore_index``. The reference the chunked kernels are tested against."""
     logits = logits.float()
     valid = labels != ignore_index
     safe = torch.where(valid, labels, torch.zeros_like(labels))
@@ -143,32 +208,61 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor,
     return torch.where(valid, lp, torch.zeros_like(lp))
 
 
-def _chunk_logprob_sum(head: Any, h_c: torch.Tensor, y_c: torch.Tensor,
-                       ignore_index: int) -> torch.Tensor:
-    return token_logprobs(head(h_c), y_c, ignore_index).sum(-1)
+# -- calls through the module ----------------------------------------------------------------
+def _model_kwargs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("positions", "attention_mask") if k in batch}
 
 
-def sequence_logprobs(model: Any, input_ids: torch.Tensor, labels: torch.Tensor,
-                      ignore_index: int = -100, chunk_size: int = 4096) -> torch.Tensor:
-    """Per-sequence sum of ``log p(label)`` over non-ignored positions: float32 ``[B]``.
+def causal_lm_loss(module: Any, input_ids: torch.Tensor, labels: torch.Tensor,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss_sum, n_tokens)`` of ``module(input_ids, labels=labels, **kwargs)``.
 
-    ``labels`` follow the same convention as :func:`causal_lm_loss`. The head runs on
-    ``max(1, chunk_size // T)`` sequences at a time; with gradients each chunk is
-    checkpointed, so only one chunk's logits exist at a time in forward and backward.
+    ``module`` is a :class:`lmforge.interfaces.CausalLM` as the backend returned it (wrapped or
+    not); ``kwargs`` may carry ``positions`` and ``attention_mask``. Auxiliary losses are not
+    included (see :func:`lm_loss`).
     """
     if input_ids.shape != labels.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels "
                          f"{tuple(labels.shape)} must have the same shape")
-    h = model.hidden(input_ids)  # [B, T, D]
-    labels = labels.to(h.device)
-    rows = max(1, chunk_size // max(1, h.shape[1]))
-    use_ckpt = torch.is_grad_enabled() and h.requires_grad and h.shape[0] > rows
-    out = []
-    for start in range(0, h.shape[0], rows):
-        h_c, y_c = h[start:start + rows], labels[start:start + rows]
-        if use_ckpt:
-            out.append(checkpoint(_chunk_logprob_sum, model.head, h_c, y_c, ignore_index,
-                                  use_reentrant=False))
-        else:
-            out.append(_chunk_logprob_sum(model.head, h_c, y_c, ignore_index))
-    return torch.cat(out)
+    out = module(input_ids, labels=labels, **kwargs)
+    return out.loss_sum, out.num_tokens
+
+
+def sequence_logprobs(module: Any, input_ids: torch.Tensor, labels: torch.Tensor,
+                      **kwargs: Any) -> torch.Tensor:
+    """Per-sequence sum of ``log p(label)`` over labelled positions: float32 ``[B]``, through
+    ``module(input_ids, labels=labels, return_logprobs=True, **kwargs)``."""
+    if input_ids.shape != labels.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels "
+                         f"{tuple(labels.shape)} must have the same shape")
+    out = module(input_ids, labels=labels, return_logprobs=True, **kwargs)
+    return out.token_logprobs.sum(-1)
+
+
+def lm_loss(module: Any, batch: Mapping[str, torch.Tensor]) -> Any:
+    """The training loss of language modelling (pre-training, SFT) for the shared loop.
+
+    ``batch``: ``input_ids`` and ``labels`` ``[B, T]`` (optionally ``positions`` and
+    ``attention_mask``). Returns a :class:`lmforge.training.loop.LossOutput` whose sum is the
+    summed cross-entropy plus, in training mode, ``n_tokens`` times the model's auxiliary losses
+    (e.g. MoE load balancing), so the per-token mean loss gets ``+ aux_loss``; each auxiliary
+    loss is reported as a metric ``aux/<name>``.
+    """
+    from lmforge.training.loop import LossOutput
+
+    out = module(batch["input_ids"], labels=batch["labels"], **_model_kwargs(batch))
+    loss, n = out.loss_sum, out.num_tokens
+    metrics: dict[str, torch.Tensor | float] = {}
+    if out.aux_losses:
+        for name, value in out.aux_losses.items():
+            metrics[f"aux/{name}"] = value.detach().float() * n
+        if module.training:
+            loss = loss + out.aux_loss * n
+    return LossOutput(loss_sum=loss, count=n, metrics=metrics)
+
+
+def full_logits_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Summed cross-entropy from full logits ``[..., V]`` (float32 scalar): the reference."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(),
+                           ignore_index=ignore_index, reduction="sum")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from lmforge.chat import TokenizerArtifact
     from lmforge.components import Config
+    from lmforge.modelio import ModelRecipe
     from lmforge.stages import StageContext
 
 
@@ -74,20 +75,20 @@ def heldout_metrics(ctx: StageContext, backend: Any, module: torch.nn.Module, lo
     metrics: dict[str, float | int] = {
         "heldout/loss": ev["loss"], "heldout/perplexity": math.exp(min(ev["loss"], 50.0)),
         f"heldout/{count_name}": int(ev["count"])}
-    if backend.is_main:
-        ctx.log(step, metrics)
+    ctx.log(step, metrics)
     return metrics
 
 
-def finish_training(ctx: StageContext, backend: Any, module: torch.nn.Module,
-                    architecture: Config, vocab_size: int, result: Any) -> None:
-    """Save the trained model as the stage's ``model`` output (main process), then release the
-    backend."""
-    from lmforge.training.loop import unwrap
-
+def finish_training(ctx: StageContext, trainer: Any, meta: Mapping[str, Any] | None = None
+                    ) -> None:
+    """Gather the trained model (collective) and save it as the stage's ``model`` output on the
+    main rank, then release the backend."""
+    recipe, backend = trainer.recipe, trainer.backend
+    state = trainer.model_state()
     if backend.is_main:
-        save_model_output(ctx, unwrap(module), architecture, vocab_size,
-                          {"tokens_seen": result.tokens_seen, "steps": result.steps})
+        save_model_output(ctx, state, recipe.architecture, recipe.vocab_size,
+                          {"tokens_seen": trainer.tokens_seen, "steps": trainer.step,
+                           **dict(meta or {})})
     backend.barrier()
     backend.close()
 
@@ -102,27 +103,26 @@ def init_model_info(ctx: StageContext, slot: str = "init") -> tuple[dict[str, An
     return dict(meta["architecture"]), int(meta["vocab_size"]), art.path
 
 
-def load_init_model(ctx: StageContext, slot: str = "init") -> tuple[torch.nn.Module, Config, int]:
-    """Load the ``init`` model on CPU in fp32: ``(module, architecture config, vocab_size)``."""
-    from lmforge.modelio import architecture_config, read_model_json
+def init_recipe(ctx: StageContext, slot: str = "init") -> ModelRecipe:
+    """What to build for a stage that starts from its ``init`` model artifact."""
+    from lmforge.modelio import ModelRecipe
 
-    path = ctx.input(slot).path
-    arch = architecture_config(path, ctx.plugins)
-    vocab = int(read_model_json(path)["vocab_size"])
-    return ctx.load_model(path), arch, vocab
+    return ModelRecipe.from_artifact(ctx.input(slot).path, ctx.plugins, seed=ctx.seed)
 
 
-def save_model_output(ctx: StageContext, model: torch.nn.Module, architecture: Config,
+def save_model_output(ctx: StageContext, state: Mapping[str, torch.Tensor], architecture: Config,
                       vocab_size: int, meta: Mapping[str, Any] | None = None,
                       name: str = "model") -> None:
-    """Write the ``model`` artifact (weights, model.json, artifact.json with ``meta``)."""
+    """Write the ``model`` artifact (HF-named weights, model.json, artifact.json with
+    ``meta``) from a full state dict under the architecture's names."""
     from lmforge.modelio import save_model
 
     out = ctx.output_dir(name)
-    save_model(out, model, architecture, vocab_size)
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    save_model(out, state, architecture, vocab_size)
+    n_params = architecture.num_parameters(vocab_size) if hasattr(
+        architecture, "num_parameters") else sum(t.numel() for t in state.values())
     ctx.write_artifact_meta(name, {"architecture": architecture.model_dump(mode="json"),
-                                   "vocab_size": int(vocab_size), "parameters": n_params,
+                                   "vocab_size": int(vocab_size), "parameters": int(n_params),
                                    "stage": ctx.stage_id, **dict(meta or {})})
 
 
@@ -176,11 +176,13 @@ def upstream_estimate(config: Any, upstream: Mapping[str, Any], arch: Any | None
     return out
 
 
-def main_first(backend: Any, fn: Callable[[], Any]) -> Any:
+def main_first(fn: Callable[[], Any]) -> Any:
     """Run a cache-building ``fn`` on the main rank first, then everywhere (where it only loads
     the finished cache), so ranks never write the same cache at once."""
-    if getattr(backend, "world_size", 1) > 1:
-        if backend.is_main:
+    from lmforge import dist
+
+    if dist.is_distributed():
+        if dist.is_main():
             fn()
-        backend.barrier()
+        dist.barrier()
     return fn()
