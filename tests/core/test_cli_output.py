@@ -151,3 +151,55 @@ def test_summary_lists_reports_and_exported_models(tmp_path: Path) -> None:
     model = tmp_path / "run" / "ex" / "outputs" / "hf_model"
     assert f"reports:\n  ev  {report}\n" in text
     assert f"exported models:\n  ex  {model}\n" in text
+
+
+# -- table width -------------------------------------------------------------------------------
+def _run_on_a_terminal(args: list[str], columns: int) -> str:
+    """Run ``python -m lmforge ARGS`` with stdout and stderr on a pseudo-terminal of ``columns``
+    columns; return what it printed."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("COLUMNS", "LINES") and not k.startswith("LMFORGE_")}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
+
+
+def test_tables_fit_an_80_column_terminal() -> None:
+    text = _run_on_a_terminal(["plugins", "list"], columns=80)
+    assert "installed plugins" in text, text
+    widest = max(len(line) for line in text.splitlines())
+    assert widest <= 80, f"a line is {widest} columns wide on an 80-column terminal"
+
+
+def test_tables_in_a_pipe_are_wide(monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "lmforge", "plugins", "list"], env=env,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert max(len(line) for line in out.splitlines()) > 100  # logs are not squeezed to 80
