@@ -6,7 +6,9 @@ import hashlib
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -43,6 +45,38 @@ def _create_temp(path: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temp file next to {path}")  # pragma: no cover
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path) -> None:
+    """Give a file written by a library that creates it 0600 (``safetensors.save_file``) the
+    mode any new file gets: 0666 less the umask."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def save_safetensors(tensors: Mapping[str, Any], path: Path,
+                     metadata: Mapping[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` with the file's mode following the umask (save_file
+    itself writes 0600). Imports torch: call it only where tensors are saved."""
+    import safetensors.torch
+
+    safetensors.torch.save_file(dict(tensors), str(path),
+                                metadata=dict(metadata) if metadata is not None else None)
+    honour_umask(Path(path))
 
 
 def atomic_replace_dir(tmp_dir: Path, final_dir: Path) -> None:
