@@ -34,3 +34,8 @@ class WandbConfig(Config):
                                   "run config.")
     system_metrics: bool = Field(
         default=True, description="Let W&B sample CPU/GPU/memory usage while the run is open.")
+    init_timeout: float = Field(
+        default=15.0, gt=0, le=600,
+        description="Seconds to wait for the W&B server when starting an online run (W&B's own "
+                    "default is 90). If it does not answer in time, the run is logged offline "
+                    "instead, with one warning.")

@@ -6,7 +6,8 @@ Contract (what the tracker guarantees, whatever W&B does):
   ``online`` only when credentials exist), ``wandb`` is imported at pipeline start, and every W&B
   call is guarded: the first error prints one warning and turns the tracker off for the run
   (metrics still go to each stage's ``metrics.jsonl``). An online init that fails (network)
-  falls back to offline once.
+  or gets no answer within ``init_timeout`` seconds falls back to offline once, with one
+  warning line.
 * **one W&B run per pipeline run**, files under ``<run_dir>/wandb/``; offline runs are uploaded
   later with ``wandb sync <run_dir>/wandb/offline-run-*`` (the exact command is printed at the
   end).
@@ -77,6 +78,12 @@ def resolve_mode(mode: str, env: Mapping[str, str] | None = None) -> tuple[str, 
     return mode, ""
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, shortened (W&B's run over several)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float))
 
@@ -141,13 +148,24 @@ class WandbTracker:
             self.mode = mode
         except Exception as exc:  # noqa: BLE001
             if mode != "online":
-                self._disable(f"wandb.init failed ({type(exc).__name__}: {exc})")
+                self._disable(f"wandb.init failed ({type(exc).__name__}: {_first_line(exc)})")
                 return
-            _warn(f"online wandb.init failed ({type(exc).__name__}: {exc}); logging offline "
-                  f"instead")
+            _warn(self._online_failure(exc))
             with self._guard("offline wandb.init"):
                 self.run = self._init(wandb, "offline", pipeline, run_id)
                 self.mode = "offline"
+
+    def _online_failure(self, exc: BaseException) -> str:
+        """One line: why the online run could not start, and that it is logged offline."""
+        server = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+        text = _first_line(exc)
+        if "timed out" in text.lower() or "deadline" in text.lower():
+            why = (f"W&B at {server} did not answer within {self.config.init_timeout:g} s "
+                   f"(init_timeout)")
+        else:
+            why = f"could not start an online W&B run at {server} ({type(exc).__name__}: {text})"
+        return (f"{why}; logging offline under {self.run_dir / 'wandb'} instead (upload later "
+                f"with `wandb sync`)")
 
     def _init(self, wandb: Any, mode: str, pipeline: Any, run_id: str) -> Any:
         pipeline_name = str(getattr(pipeline, "name", "") or "lmforge")
@@ -169,6 +187,7 @@ class WandbTracker:
     def _settings(self, wandb: Any, mode: str) -> Any:
         wanted: dict[str, Any] = {
             "mode": mode, "silent": True, "console": "off", "save_code": False,
+            "init_timeout": float(self.config.init_timeout),
             "disable_code": True, "disable_job_creation": True,
             "x_disable_stats": not self.config.system_metrics,
             "_disable_stats": not self.config.system_metrics,  # wandb < 0.19
