@@ -40,6 +40,21 @@ class SpecError(LmforgeError):
         super().__init__("\n".join(i.format() for i in issues))
 
 
+class ConfigValueError(ValueError):
+    """A config value that cannot work, raised by a config model's validator or by a stage
+    config's ``check_inputs`` (see :mod:`lmforge.spec.validate`), naming the key at fault.
+
+    ``path`` is relative to the model being validated, e.g. ``("sources", 1, "mode")`` from
+    ``CurateConfig``; validation reports the error at that key's file:line and key path. A plain
+    ``ValueError`` is reported at the model itself.
+    """
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = tuple(path)
+
+
 class PluginError(LmforgeError):
     """A plugin could not be loaded or conflicts with another."""
 

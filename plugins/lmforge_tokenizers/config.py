@@ -20,8 +20,9 @@ class BPEConfig(Config):
     ids ``0 .. 5``); tokens listed here are appended after them.
     """
 
-    vocab_size: int = Field(default=8192, description="Target vocabulary size including the 256 "
-                            "byte tokens and the special tokens. Read by training stages' plans.")
+    vocab_size: int = Field(default=8192, le=2**22, description="Target vocabulary size "
+                            "including the 256 byte tokens and the special tokens (at most 2**22, "
+                            "16x the largest in use). Read by training stages' plans.")
     min_frequency: int = Field(default=2, ge=1, description="A pair must occur at least this "
                                "often in the sample to be merged.")
     special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS),
