@@ -1,5 +1,6 @@
 """A Markdown spec reference generated from the installed components' config models
-(``lmforge schema --format markdown``; ``docs/spec-reference.md`` is its output)."""
+(``lmforge schema --format markdown``; ``docs/spec-reference.md`` is the output of
+``lmforge schema --first-party --format markdown``, lmforge's own plugins only)."""
 
 from __future__ import annotations
 
