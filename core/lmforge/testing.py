@@ -65,11 +65,12 @@ def validate_spec(spec: Mapping[str, Any] | str, plugins: PluginManager,
 
 def run_spec(spec: Mapping[str, Any] | str, plugins: PluginManager, run_dir: Path, *,
              overrides: Iterable[str] = (), force: Iterable[str] = (), only: str | None = None,
-             until: str | None = None) -> Any:
-    """Validate and run a spec into ``run_dir``; returns :class:`lmforge.runner.RunResult`."""
+             until: str | None = None, base_dir: Path | None = None) -> Any:
+    """Validate and run a spec into ``run_dir``; returns :class:`lmforge.runner.RunResult`.
+    ``base_dir``: as for :func:`validate_spec` (relative paths in the spec are relative to it)."""
     from lmforge.runner import Runner
 
-    pipeline = validate_spec(spec, plugins, overrides)
+    pipeline = validate_spec(spec, plugins, overrides, base_dir=base_dir)
     runner = Runner(pipeline, plugins, run_dir=Path(run_dir), progress=Progress(enabled=False),
                     force=set(force))
     return runner.run(only=only, until=until)
