@@ -7,7 +7,7 @@ import json
 import pytest
 
 import lmforge_data.plugin
-from lmforge import StageFailed, StageInputError
+from lmforge import SpecError, StageFailed, StageInputError
 from lmforge.testing import check_plugin, run_spec
 from tests.data.helpers import PARAGRAPH, curate_spec, write_jsonl
 
@@ -90,16 +90,30 @@ def test_bad_multiple_choice_answer(pm, tmp_path):
     assert f"{path} line 1 (record 0): 'answer' must be the index" in msg
 
 
-def test_source_mode_must_match_format(pm, tmp_path):
+def test_source_mode_must_match_format_at_validation(pm, tmp_path):
+    """A source that cannot give records of the stage's format fails validation (before
+    anything runs or is written), at the source's key."""
     (tmp_path / "m.py").write_text("x = 1\n")
-    msg = _fail(pm, tmp_path, {"sources": [{"type": "python-functions", "mode": "chat",
-                                            "path": str(tmp_path / "m.py")}]})
-    assert "source 0 (python-functions): mode 'chat' does not match the stage's format 'text'" \
-        in msg
+    with pytest.raises(SpecError) as info:
+        run_spec(curate_spec({"sources": [{"type": "python-functions", "mode": "chat",
+                                           "path": str(tmp_path / "m.py")}]}), pm, tmp_path / "run")
+    (issue,) = info.value.issues
+    assert issue.path == "stages[0].config.sources[0].mode" and issue.line is not None
+    assert "source 0 (python-functions) has mode 'chat' but the stage's format is 'text'" \
+        in issue.message
     (tmp_path / "a.txt").write_text(PARAGRAPH)
-    msg = _fail(pm, tmp_path, {"sources": [{"type": "text", "path": str(tmp_path / "a.txt")}],
-                               "format": "chat"})
-    assert "source 0 (text): plain text files give 'text' records" in msg
+    with pytest.raises(SpecError) as info:
+        run_spec(curate_spec({"sources": [{"type": "text", "path": str(tmp_path / "a.txt")}],
+                              "format": "chat"}), pm, tmp_path / "run")
+    (issue,) = info.value.issues
+    assert issue.path == "stages[0].config.sources[0].type"
+    assert "source 0 (text) gives 'text' records but the stage's format is 'chat'" in issue.message
+    # python-functions' default mode is 'text': a chat stage must say mode: chat.
+    with pytest.raises(SpecError, match="has mode 'text' but the stage's format is 'chat'"):
+        run_spec(curate_spec({"sources": [{"type": "python-functions",
+                                           "path": str(tmp_path / "m.py")}], "format": "chat"}),
+                 pm, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_exclude_everything(pm, tmp_path):
