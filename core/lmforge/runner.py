@@ -334,7 +334,7 @@ class Runner:
             "inputs": {slot: {"stage": a.stage_id, "kind": a.kind, "hash": a.hash,
                               "path": str(a.path)} for slot, a in inputs.items()},
             "outputs": {}, "metrics": {}, "status": "running", "resumed": resumed,
-            "ranks": c.ranks_for(plan.config), "world_size": dist.world_size(),
+            "reason": st.reason, "ranks": c.ranks_for(plan.config), "world_size": dist.world_size(),
             "started": time.time(),
         }
         if main:

@@ -27,9 +27,10 @@ class DDPBackend(TorchBackend):
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.world_size == 1:
             return model  # one rank: nothing to synchronise
+        # Buffers (rotary tables) are equal on every rank: no per-forward broadcast.
         return DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            bucket_cap_mb=self.config.bucket_cap_mb, broadcast_buffers=False,
+            bucket_cap_mb=self.config.bucket_cap_mb, forward_sync_buffers=False,
             gradient_as_bucket_view=True)
 
     def no_sync(self, module: torch.nn.Module) -> AbstractContextManager[Any]:

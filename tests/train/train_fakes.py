@@ -197,6 +197,22 @@ class CopyStage(Stage):
         return {}
 
 
+class CountConfig(Config):
+    label: str = Field(default="count", description="Written into the output.")
+
+
+class CountStage(Stage):
+    """A main-rank stage that records every process that ran it: in a multi-process run it
+    must run once (on rank 0) and its output must be written once."""
+
+    def run(self) -> dict[str, Any]:
+        out = self.ctx.output_dir("dataset")
+        with open(self.ctx.stage_dir / "calls.log", "a", encoding="utf-8") as fh:
+            fh.write(f"rank {self.ctx.rank} of {self.ctx.world_size}\n")
+        (out / "calls.txt").write_text(f"{self.config.label} by rank {self.ctx.rank}\n")
+        return {"rank": self.ctx.rank}
+
+
 @hookimpl
 def lmforge_components() -> Sequence[Component]:
     return [
@@ -207,6 +223,8 @@ def lmforge_components() -> Sequence[Component]:
         stage("data", "fixture", config=FixtureDatasetConfig, factory=CopyStage,
               description="Publishes a prepared dataset folder.",
               outputs=lambda cfg: {"dataset": f"dataset/{cfg.format}"}),
+        stage("data", "count", config=CountConfig, factory=CountStage,
+              description="Records which ranks ran it.", outputs={"dataset": "dataset/text"}),
         stage("tokenizer", "fixture", config=FixtureTokenizerConfig, factory=CopyStage,
               description="Publishes a prepared tokenizer folder.",
               outputs={"tokenizer": "tokenizer"}),
