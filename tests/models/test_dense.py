@@ -1,12 +1,16 @@
-"""The ``dense`` architecture: shapes, causality, parameter counts, tying, protocol, plugin."""
+"""The ``dense`` architecture: the forward contract (logits, loss, logits_to_keep), causality,
+left padding and positions, parameter counts, tying, plugin. The Hugging Face adapter is
+tested in ``test_hf_adapter.py``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from model_checks import check_explicit_positions, check_left_padding
 
 import lmforge_models.plugin
-from lmforge.interfaces import CausalLM
+from lmforge.interfaces import ArchitectureConfig, CausalLM, CausalLMOutput
 from lmforge.testing import check_plugin, plugin_manager
 from lmforge_models.config import DenseConfig, llama_ffn_hidden
 from lmforge_models.dense import build
@@ -25,15 +29,39 @@ def test_plugin_conforms() -> None:
 
 
 def test_forward_shapes_and_protocol() -> None:
-    model = build(tiny(), V)
-    assert isinstance(model, CausalLM)
+    cfg = tiny()
+    model = build(cfg, V)
+    assert isinstance(model, CausalLM) and isinstance(cfg, ArchitectureConfig)
+    # the contract is the forward: no public hidden()/head() for callers to bypass it with
+    assert not hasattr(model, "hidden") and not hasattr(model, "head")
     x = torch.randint(0, V, (3, 10))
-    logits = model(x)
-    assert logits.shape == (3, 10, V) and logits.dtype == torch.float32
-    h = model.hidden(x)
-    assert h.shape == (3, 10, 32)
-    torch.testing.assert_close(model.head(h), logits)
+    out = model(x)
+    assert isinstance(out, CausalLMOutput)
+    assert out.logits.shape == (3, 10, V) and out.logits.dtype == torch.float32
+    assert out.loss_sum is None and out.num_tokens is None and out.token_logprobs is None
+    assert out.aux_losses == {} and out.aux_loss == 0.0
     assert model.vocab_size == V and model.max_seq_len == 24
+    # logits are the final hidden states times the output matrix
+    h, _ = model._hidden(x, None, None)
+    assert h.shape == (3, 10, 32)
+    torch.testing.assert_close(h @ model.head_weight.t(), out.logits)
+    # logits_to_keep: only the last positions
+    last = model(x, logits_to_keep=1).logits
+    assert last.shape == (3, 1, V)
+    torch.testing.assert_close(last, out.logits[:, -1:])
+
+
+def test_forward_with_labels_returns_loss_not_logits() -> None:
+    torch.manual_seed(0)
+    model = build(tiny(init_std=0.2), V)
+    x = torch.randint(0, V, (2, 9))
+    y = torch.randint(0, V, (2, 9))
+    y[1, :4] = -100
+    out = model(x, labels=y)
+    assert out.logits is None and out.token_logprobs is None
+    assert out.num_tokens.item() == 18 - 4
+    naive = F.cross_entropy(model(x).logits.flatten(0, 1), y.flatten(), reduction="sum")
+    torch.testing.assert_close(out.loss_sum, naive, rtol=1e-5, atol=1e-5)
 
 
 def test_causal_future_tokens_do_not_change_past_logits() -> None:
@@ -43,9 +71,26 @@ def test_causal_future_tokens_do_not_change_past_logits() -> None:
     y = x.clone()
     y[:, 9:] = (y[:, 9:] + 1) % V
     with torch.no_grad():
-        a, b = model(x), model(y)
+        a, b = model(x).logits, model(y).logits
     torch.testing.assert_close(a[:, :9], b[:, :9])
     assert (a[:, 9:] - b[:, 9:]).abs().max() > 1e-3  # and the future does change
+
+
+def test_left_padding_gives_the_unpadded_logits() -> None:
+    torch.manual_seed(0)
+    check_left_padding(build(tiny(init_std=0.2), V).eval())
+
+
+def test_explicit_default_positions_give_identical_logits() -> None:
+    torch.manual_seed(0)
+    check_explicit_positions(build(tiny(init_std=0.2), V).eval())
+
+
+def test_positions_beyond_max_seq_len_are_a_clear_error() -> None:
+    model = build(tiny(), V)
+    with pytest.raises(ValueError, match="position 24 exceeds .* max_seq_len 24"):
+        model(torch.zeros(1, 3, dtype=torch.long),
+              positions=torch.tensor([[0, 1, 24]]))
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -65,8 +110,12 @@ def test_tied_embeddings_share_one_matrix() -> None:
     assert untied.head_weight is not untied.embed.weight
     assert untied.num_parameters() - tied.num_parameters() == V * 32
     x = torch.randint(0, V, (1, 5))
-    tied(x).sum().backward()
+    tied(x).logits.sum().backward()
+    # the one matrix gets the gradient of both uses (input embedding and output projection)
     assert tied.embed.weight.grad is not None
+    rows_used = torch.zeros(V, dtype=torch.bool)
+    rows_used[x.flatten()] = True
+    assert tied.embed.weight.grad[~rows_used].abs().sum() > 0  # only the head touches these
 
 
 def test_llama_ffn_rule_and_flops() -> None:
@@ -82,6 +131,8 @@ def test_too_long_sequence_is_a_clear_error() -> None:
     model = build(tiny(), V)
     with pytest.raises(ValueError, match="sequence length 25 .* max_seq_len 24"):
         model(torch.zeros(1, 25, dtype=torch.long))
+    with pytest.raises(ValueError, match="sequence length 25 .* max_seq_len 24"):
+        model(torch.zeros(1, 25, dtype=torch.long), labels=torch.zeros(1, 25, dtype=torch.long))
 
 
 @pytest.mark.parametrize("bad,msg", [
