@@ -1,11 +1,12 @@
-"""Registration of the ``lmforge_export`` plugin. Light: imports no torch."""
+"""Registration of the ``lmforge_export`` plugin (Hugging Face export and import). Light:
+imports no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from lmforge import Component, InputSlot, hookimpl, stage
-from lmforge_export.config import HFExportConfig
+from lmforge_export.config import HFExportConfig, HFImportConfig
 
 
 @hookimpl
@@ -24,5 +25,12 @@ def lmforge_components() -> Sequence[Component]:
                                        help="the tokenizer the model was trained with"),
             },
             outputs={"hf_model": "hf-model"},
+        ),
+        stage(
+            "import", "hf", config=HFImportConfig,
+            factory="lmforge_export.hf_import:HFImportStage",
+            description="A local Hugging Face model folder (Llama / Mixtral family: config.json, "
+                        "safetensors, tokenizer.json) as a model and a tokenizer artifact.",
+            outputs={"model": "model", "tokenizer": "tokenizer"},
         ),
     ]

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from lmforge import Config
+
+if TYPE_CHECKING:
+    import torch
+
+
+#: Upper bounds of the sizes, far above any trained model (Llama 3 405B: dim 16384, 126 layers,
+#: 128 heads, ffn 53248): a value beyond them is a typo, and would only fail when allocating.
+MAX_DIM, MAX_LAYERS, MAX_HEADS, MAX_FFN_HIDDEN = 2**16, 1024, 1024, 2**20
+MAX_SEQ_LEN, MAX_EXPERTS = 2**20, 1024
+#: Most parameters (without the embedding) of a config: 10 trillion, 5x the largest models
+#: trained, whose weights alone would take 20 TB in bf16.
+MAX_PARAMETERS = 10**13
 
 
 def llama_ffn_hidden(dim: int, multiple_of: int) -> int:
@@ -19,18 +32,21 @@ class DenseConfig(Config):
     """A Llama-family decoder-only transformer."""
 
     type: Literal["dense"] = Field(default="dense", description="Selects this architecture.")
-    dim: int = Field(default=256, ge=8, description="Model width (hidden size).")
-    n_layers: int = Field(default=4, ge=1, description="Number of transformer blocks.")
-    n_heads: int = Field(default=8, ge=1, description="Attention (query) heads; must divide dim.")
+    dim: int = Field(default=256, ge=8, le=MAX_DIM, description="Model width (hidden size).")
+    n_layers: int = Field(default=4, ge=1, le=MAX_LAYERS,
+                          description="Number of transformer blocks.")
+    n_heads: int = Field(default=8, ge=1, le=MAX_HEADS,
+                         description="Attention (query) heads; must divide dim.")
     n_kv_heads: int | None = Field(
-        default=None, ge=1, description="Key/value heads for grouped-query attention; must "
+        default=None, ge=1, le=MAX_HEADS, description="Key/value heads for grouped-query "
+        "attention; must "
         "divide n_heads. Default: n_heads (plain multi-head attention).")
     ffn_hidden: int | None = Field(
-        default=None, ge=1, description="SwiGLU hidden size. Default: 2/3 * 4 * dim rounded up "
-        "to multiple_of (the Llama rule).")
-    multiple_of: int = Field(default=256, ge=1,
+        default=None, ge=1, le=MAX_FFN_HIDDEN, description="SwiGLU hidden size. Default: 2/3 * "
+        "4 * dim rounded up to multiple_of (the Llama rule).")
+    multiple_of: int = Field(default=256, ge=1, le=MAX_DIM,
                              description="Rounding of the default ffn_hidden.")
-    max_seq_len: int = Field(default=1024, ge=1,
+    max_seq_len: int = Field(default=1024, ge=1, le=MAX_SEQ_LEN,
                              description="Longest sequence the model accepts (rotary table size).")
     rope_theta: float = Field(default=10000.0, gt=0, description="Rotary embedding base.")
     norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon.")
@@ -51,6 +67,17 @@ class DenseConfig(Config):
         if self.n_heads % self.kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads "
                              f"({self.kv_heads})")
+        return self
+
+    @model_validator(mode="after")
+    def _allocatable(self) -> DenseConfig:
+        """At most :data:`MAX_PARAMETERS` parameters besides the embedding (whose size depends on
+        the tokenizer); the bound holds for subclasses through their own ``num_parameters``."""
+        n = self.num_parameters(0, non_embedding=True)
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"this architecture has {n:.3g} parameters besides the embedding, "
+                             f"more than any machine can hold (at most {MAX_PARAMETERS:.0e}); "
+                             f"lower dim, n_layers or the feed-forward size")
         return self
 
     # -- derived sizes -------------------------------------------------------------------------
@@ -95,6 +122,37 @@ class DenseConfig(Config):
         return 6 * n + 6 * self.n_layers * seq_len * self.dim
 
 
+    # -- Hugging Face names (the model artifact format) and import -------------------------------
+    hf_model_types: ClassVar[tuple[str, ...]] = ("llama",)
+
+    def hf_config(self, vocab_size: int) -> dict[str, Any]:
+        """``config.json`` of the matching ``transformers.LlamaForCausalLM`` (token ids are
+        added by the exporter)."""
+        from lmforge_models.hf import llama_config
+
+        return llama_config(self, vocab_size)
+
+    def to_hf(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This architecture's state dict under ``LlamaForCausalLM`` names."""
+        from lmforge_models.hf import to_hf
+
+        return to_hf(self, state_dict)
+
+    def from_hf(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`to_hf`; unknown or missing names are errors naming them."""
+        from lmforge_models.hf import from_hf
+
+        return from_hf(self, state_dict)
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any]) -> DenseConfig:
+        """The architecture config of a Hugging Face ``config.json``; what this architecture
+        cannot represent is a ``ValueError`` naming the key."""
+        from lmforge_models.hf import config_from_hf
+
+        return config_from_hf(cls, config)
+
+
 class MoEConfig(DenseConfig):
     """A Llama-family decoder whose SwiGLU MLPs are sparse Mixtral-style mixtures of experts."""
 
@@ -102,12 +160,18 @@ class MoEConfig(DenseConfig):
     ffn_hidden: int | None = Field(
         default=None, ge=1, description="SwiGLU hidden size of each expert. Default: 2/3 * 4 * "
         "dim rounded up to multiple_of (the Llama rule).")
-    n_experts: int = Field(default=8, ge=1, description="SwiGLU experts per MoE layer.")
+    n_experts: int = Field(default=8, ge=1, le=MAX_EXPERTS,
+                           description="SwiGLU experts per MoE layer.")
     top_k: int = Field(default=2, ge=1, description="Experts each token is routed to; at most "
                        "n_experts. Their router probabilities are renormalised to sum to 1.")
     router_aux_loss_coef: float = Field(
-        default=0.01, ge=0.0, description="Weight of the load-balancing loss (model.aux_loss, "
-        "added to the training loss); 0 disables it.")
+        default=0.01, ge=0.0, description="Weight of the load-balancing loss (returned by the "
+        "model as aux_losses['load_balancing'] and added to the training loss); 0 disables it.")
+    router_z_loss_coef: float = Field(
+        default=0.0, ge=0.0, description="Weight of the router z-loss (mean squared "
+        "log-sum-exp of the router logits, ST-MoE); 0 disables it.")
+
+    hf_model_types: ClassVar[tuple[str, ...]] = ("mixtral",)
 
     @model_validator(mode="after")
     def _experts(self) -> MoEConfig:

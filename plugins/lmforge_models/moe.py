@@ -95,7 +95,7 @@ class SparseMoE(nn.Module):
         """SwiGLU of each expert on its contiguous group of ``tokens`` ``[M, dim]``."""
         dt = _matmul_dtype(tokens)
         x = tokens.to(dt)
-        if _grouped_ok(x):
+        if _grouped_ok(x) and all(n * x.element_size() % 16 == 0 for n in (self.dim, self.hidden)):
             offs = torch.cumsum(counts, 0).to(torch.int32)
             h = torch._grouped_mm(x, self.w_gate_up.to(dt).transpose(-2, -1), offs=offs)
             gate, up = h.chunk(2, dim=-1)
