@@ -83,7 +83,7 @@ class SuiteStage(Stage):
         report: dict[str, Any] = {
             "stage": self.ctx.stage_id, "device": str(device), "backend": backend.describe(),
             "model": {"path": str(self.ctx.input("model").path), "hash": self.ctx.input("model").hash,
-                      "parameters": int(arch.num_parameters(recipe.vocab_size)),
+                      "parameters": sum(p.numel() for p in model.parameters()),
                       "max_seq_len": int(arch.max_seq_len), "vocab_size": recipe.vocab_size},
             "tokenizer": {"path": str(tokenizer.path), "vocab_size": tokenizer.vocab_size},
             "inputs": {n: {"path": str(a.path), "hash": a.hash} for n, a in self.ctx.inputs.items()

@@ -55,7 +55,9 @@ class Env:
             import lmforge_models.plugin as models_plugin
 
             extra.append(models_plugin)
-        self.pm = plugin_manager(eval_plugin, FakesPlugin(), *extra)
+        import lmforge_torch.plugin as torch_plugin
+
+        self.pm = plugin_manager(eval_plugin, torch_plugin, FakesPlugin(), *extra)
         arch = self.pm.component_config_model("architecture", "tiny-test")
         self.arch = arch.model_validate({"type": "tiny-test", "dim": 16, "max_seq_len": SEQ})
         torch.manual_seed(0)
@@ -73,7 +75,7 @@ class Env:
         self.runs = 0
 
     def save(self, model: Any, name: str, arch: Any = None) -> Path:
-        save_model(self.root / name, model, arch or self.arch, self.tok.vocab_size)
+        save_model(self.root / name, model.state_dict(), arch or self.arch, self.tok.vocab_size)
         return self.root / name
 
     def load(self, path: Path) -> Any:
@@ -94,7 +96,9 @@ class Env:
         if baseline is not None:
             inputs["baseline"] = "baseline"
         stages.append({"id": "ev", "kind": "evaluate", "plugin": "suite", "inputs": inputs,
-                       "config": {"evaluators": evaluators, "batch_size": 3, "device": "cpu"}})
+                       "config": {"evaluators": evaluators, "batch_size": 3,
+                                  "backend": {"type": "local", "device": "cpu",
+                                              "precision": "fp32"}}})
         return {"name": "eval", "stages": stages}
 
     def run(self, evaluators: list[dict], model: Path | None = None,
@@ -109,7 +113,7 @@ class Env:
 def logprob_sum(model: Any, ids: list[int], scored_from: int) -> float:
     """sum_{t >= scored_from} log p(ids[t] | ids[:t]) by a plain forward."""
     with torch.no_grad():
-        lp = F.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), -1)
+        lp = F.log_softmax(model(torch.tensor([ids[:-1]])).logits[0].double(), -1)
     return float(sum(lp[t - 1, ids[t]] for t in range(scored_from, len(ids))))
 
 
@@ -119,7 +123,7 @@ def greedy_chain(model: Any, ids: list[int], steps: int, stop: set[int], seq: in
     out = []
     with torch.no_grad():
         for _ in range(steps):
-            nxt = int(model(torch.tensor([ids[-seq:]]))[0, -1].argmax())
+            nxt = int(model(torch.tensor([ids[-seq:]])).logits[0, -1].argmax())
             if nxt in stop:
                 break
             out.append(nxt)

@@ -15,6 +15,8 @@ from torch import nn
 
 from lmforge import Config, Stage, hookimpl, stage
 from lmforge.components import Component
+from lmforge.interfaces import CausalLMOutput
+from lmforge.training.losses import token_logprobs
 from lmforge.testing import write_dataset_artifact, write_tokenizer_artifact
 
 
@@ -38,20 +40,28 @@ class TinyLM(nn.Module):
         self.out = nn.Linear(d, vocab_size)
         nn.init.normal_(self.embed.weight, std=1.0)
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def init_buffers(self) -> None:
+        pass
+
+    def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, return_logprobs: bool = False,
+                logits_to_keep: int | None = None) -> CausalLMOutput:
+        """The model-call contract computed with full logits (a biased head: not expressible
+        through lmforge's fused kernels)."""
         t = input_ids.shape[1]
         assert t <= self.max_seq_len, (t, self.max_seq_len)
         x = self.embed(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.mlp(x)
-        return self.norm(x)
-
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(hidden)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(input_ids))
+        logits = self.out(self.norm(x))
+        if labels is None:
+            return CausalLMOutput(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+        if return_logprobs:
+            return CausalLMOutput(token_logprobs=token_logprobs(logits, labels))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+        return CausalLMOutput(loss_sum=loss, num_tokens=(labels != -100).sum())
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

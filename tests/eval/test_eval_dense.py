@@ -35,7 +35,7 @@ def test_dense_model_perplexity_chat_loss_and_greedy(env: Env) -> None:
     with torch.no_grad():
         for s in range(0, len(stream) - 1, 12):
             chunk = torch.tensor([stream[s:s + 13]])
-            nll += float(F.cross_entropy(model(chunk[:, :-1])[0], chunk[0, 1:], reduction="sum"))
+            nll += float(F.cross_entropy(model(chunk[:, :-1]).logits[0], chunk[0, 1:], reduction="sum"))
     assert ev["perplexity"]["tokens"] == len(stream) - 1
     assert ev["perplexity"]["perplexity"] == pytest.approx(math.exp(nll / (len(stream) - 1)),
                                                            rel=1e-4)

@@ -38,7 +38,7 @@ def test_perplexity_matches_direct_computation(env: Env, seq_len: int | None) ->
     with torch.no_grad():
         for s in range(0, len(stream) - 1, length):
             chunk = stream[s:s + length + 1]
-            logits = model(torch.tensor([chunk[:-1]]))[0]
+            logits = model(torch.tensor([chunk[:-1]])).logits[0]
             nll += float(F.cross_entropy(logits.double(), torch.tensor(chunk[1:]), reduction="sum"))
             n += len(chunk) - 1
     assert r["tokens"] == n == len(stream) - 1
@@ -60,7 +60,7 @@ def test_chat_loss_matches_direct_computation(env: Env) -> None:
     for conv in env.convs:
         ids, mask = encode_chat(env.tok.tokenizer, conv)
         with torch.no_grad():
-            lp = F.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), -1)
+            lp = F.log_softmax(model(torch.tensor([ids[:-1]])).logits[0].double(), -1)
         for t in range(1, len(ids)):
             if mask[t]:
                 nll -= float(lp[t - 1, ids[t]])
