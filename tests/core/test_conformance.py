@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lmforge import Component, Config, FilterResult, hookimpl
 from lmforge.testing import check_plugin
@@ -91,4 +91,21 @@ def test_factory_failing_on_the_default_config_is_reported() -> None:
 def test_components_without_a_default_config_are_not_built() -> None:
     assert check_plugin(make_plugin(
         Component("filter", "needs-pattern", RequiredConfig, factory=broken_factory,
+                  description="d"))) == []
+
+
+class NeedsOneOf(Config):
+    words: list[str] = Field(default_factory=list, description="Words.")
+    patterns: list[str] = Field(default_factory=list, description="Patterns.")
+
+    @model_validator(mode="after")
+    def _one(self) -> NeedsOneOf:
+        if not (self.words or self.patterns):
+            raise ValueError("set words or patterns")
+        return self
+
+
+def test_a_config_whose_defaults_do_not_validate_has_no_default() -> None:
+    assert check_plugin(make_plugin(
+        Component("filter", "needs-one", NeedsOneOf, factory=broken_factory,
                   description="d"))) == []
