@@ -1,7 +1,7 @@
 """DPO step time: lmforge's ``dpo`` stage vs TRL's ``DPOTrainer``, in one run, same everything.
 
 Same tiny Llama-family model (lmforge ``dense``; TRL gets ``LlamaForCausalLM`` built from the
-dense model's ``hf_config()`` with its ``hf_state_dict()``), same tokenizer, same preference
+dense config's ``hf_config()`` with ``to_hf(state_dict)``), same tokenizer, same preference
 pairs (prompt rendered in lmforge's chat format, responses ending in ``<|end|>``), same batch
 size, fp32 on CPU, same torch thread count, reference log-probs precomputed in both. Step time
 is the median wall time of one optimizer step after warm-up steps.
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
                            max_seq_len=args.seq_len + 1)
         torch.manual_seed(0)
         model = build(arch, tok.get_vocab_size())
-        save_model(root / "model", model, arch, tok.get_vocab_size())
-        hf_sd, hf_cfg = model.hf_state_dict(), model.hf_config()
+        save_model(root / "model", model.state_dict(), arch, tok.get_vocab_size())
+        hf_sd, hf_cfg = arch.to_hf(model.state_dict()), arch.hf_config(tok.get_vocab_size())
         n_params = sum(p.numel() for p in model.parameters())
         del model
 

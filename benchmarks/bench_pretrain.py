@@ -1,10 +1,11 @@
 """Pre-training step throughput: lmforge's ``dense`` model vs transformers ``LlamaForCausalLM``.
 
-Both models have the same shape (the HF one is built from ``model.hf_config()``) and start from
-the same weights (``model.hf_state_dict()``). One timed step is forward + loss + backward +
+Both models have the same shape (the HF one is built from ``config.hf_config()``) and start from
+the same weights (``config.to_hf(state_dict)``). One timed step is forward + loss + backward +
 AdamW step on the same batch, in fp32, with the same thread count:
 
-* lmforge: ``causal_lm_loss`` (chunked, fused cross-entropy) on labels shifted by the caller;
+* lmforge: ``model(x, labels=...)`` through the ``local`` backend's module (chunked, fused
+  cross-entropy) on labels shifted by the caller;
 * HF: ``model(input_ids, labels=input_ids).loss`` (its own shift and mean cross-entropy).
 
 Steps are timed alternately (one lmforge step, one HF step, ...; ``--rounds`` to group them),
@@ -13,7 +14,11 @@ Reports each model's median (and best) step time as tokens/s and the ratio lmfor
 ``--compile`` compiles lmforge (through the ``local`` backend) and adds a compiled HF model,
 reporting lmforge+compile against both HF eager and HF compiled.
 
-    python benchmarks/bench_pretrain.py [--compile] [--steps 12] [--threads 2]
+``--ddp N`` instead measures the ``ddp`` backend on N ranks (gloo, launched through
+``torch.distributed.run`` with one thread per rank) on the same machine against one process
+with the same global batch and all the threads, and prints the ratio.
+
+    python benchmarks/bench_pretrain.py [--compile] [--steps 12] [--threads 2] [--ddp 2]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins")]  # run from a checkout, installed or not
 
+from lmforge.modelio import ModelRecipe  # noqa: E402
 from lmforge.training.losses import causal_lm_loss  # noqa: E402
 from lmforge_models.config import DenseConfig  # noqa: E402
 from lmforge_models.dense import build  # noqa: E402
@@ -40,11 +46,11 @@ from lmforge_torch.local import LocalBackend  # noqa: E402
 def make_hf(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
     import transformers
 
-    cfg = dict(model.hf_config())
+    cfg = dict(model.config.hf_config(model.vocab_size))
     for key in ("architectures", "model_type", "torch_dtype"):
         cfg.pop(key)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
-    result = hf.load_state_dict(model.hf_state_dict(), strict=False)
+    result = hf.load_state_dict(model.config.to_hf(model.state_dict()), strict=False)
     assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}
     hf.tie_weights()
     hf.train()
@@ -90,7 +96,14 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=None)
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--tie", action="store_true", help="tie input and output embeddings")
+    ap.add_argument("--ddp", type=int, default=None, metavar="N",
+                    help="measure the ddp backend on N ranks against one process instead")
+    ap.add_argument("--worker", choices=["ddp", "single"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return ddp_worker(args)
+    if args.ddp:
+        return ddp_compare(args)
 
     cfg = DenseConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
                       n_kv_heads=args.kv_heads, max_seq_len=args.seq, tie_embeddings=args.tie)
@@ -102,7 +115,8 @@ def main() -> None:
         variants["hf+compile"] = make_hf(ours, compile_=True)
     backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
                                               compile=args.compile, threads=args.threads))
-    ours = backend.prepare(ours)
+    first = ours  # the backend places (and compiles) this very module: same initial weights
+    ours = backend.build_model(ModelRecipe(cfg, args.vocab, construct=lambda: first))
     variants = {"lmforge+compile" if args.compile else "lmforge": ours, "hf": hf, **variants}
     n_ours = ours.num_parameters()
     n_hf = sum(p.numel() for p in hf.parameters())
@@ -154,6 +168,79 @@ def main() -> None:
     for name in list(tps)[1:]:
         print(f"ratio {mine}/{name}: {tps[mine] / tps[name]:.2f} (median)  "
               f"{min(times[name]) / min(times[mine]):.2f} (best steps)")
+
+
+def _config(args: argparse.Namespace) -> DenseConfig:
+    return DenseConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
+                       n_kv_heads=args.kv_heads, max_seq_len=args.seq, tie_embeddings=args.tie)
+
+
+def ddp_worker(args: argparse.Namespace) -> None:
+    """One rank of the ``--ddp`` comparison: train through the ddp (or local) backend with a
+    global batch of ``args.batch`` sequences; rank 0 prints the median step time."""
+    import os
+
+    from lmforge.training.config import OptimConfig
+    from lmforge_torch.config import DDPBackendConfig
+    from lmforge_torch.ddp import DDPBackend
+
+    cfg = _config(args)
+    if args.worker == "ddp":
+        backend = DDPBackend(DDPBackendConfig(device="cpu", precision="fp32", threads=1))
+    else:
+        backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
+                                                  threads=args.threads))
+    world, rank = backend.world_size, backend.rank
+    module = backend.build_model(ModelRecipe(cfg, args.vocab, lambda: build(cfg, args.vocab)))
+    opt = backend.build_optimizer(module, OptimConfig(lr=1e-4))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g)
+    x = x[rank * args.batch // world:(rank + 1) * args.batch // world]
+    labels = torch.full_like(x, -100)
+    labels[:, :-1] = x[:, 1:]
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss_sum, n = causal_lm_loss(module, x, labels)
+        (loss_sum / n).backward()
+        backend.clip_grad_norm_(module, 1.0)
+        opt.step()
+        return 0.0
+
+    timed(step, args.warmup)
+    backend.barrier()
+    ts = timed(step, args.steps)
+    if rank == 0:
+        med = statistics.median(ts)
+        print(f"RESULT {args.worker} {world} {args.batch * args.seq / med:.1f} "
+              f"{os.environ.get('OMP_NUM_THREADS', '')}", flush=True)
+
+
+def ddp_compare(args: argparse.Namespace) -> None:
+    import os
+    import re
+    import subprocess
+
+    base = [a for a in sys.argv[1:] if not a.startswith("--ddp")]
+    if "--ddp" in sys.argv:
+        i = sys.argv.index("--ddp")
+        base = sys.argv[1:i] + sys.argv[i + 2:]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = {}
+    for worker, cmd in (
+            ("single", [sys.executable, __file__, *base, "--worker", "single"]),
+            ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     f"--nproc-per-node={args.ddp}", __file__, *base, "--worker", "ddp"])):
+        proc = subprocess.run(cmd, env=env if worker == "ddp" else os.environ,
+                              capture_output=True, text=True, check=True)
+        m = re.search(r"RESULT \S+ (\d+) ([\d.]+)", proc.stdout)
+        assert m, proc.stdout + proc.stderr
+        out[worker] = float(m.group(2))
+    print(f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}, "
+          f"{os.cpu_count()} cores; global batch {args.batch} x seq {args.seq}, fp32")
+    print(f"one process ({torch.get_num_threads()} threads): {out['single']:,.0f} tokens/s")
+    print(f"ddp on {args.ddp} ranks (1 thread each, gloo): {out['ddp']:,.0f} tokens/s")
+    print(f"ratio ddp/one process: {out['ddp'] / out['single']:.2f}")
 
 
 if __name__ == "__main__":

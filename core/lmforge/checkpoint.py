@@ -73,12 +73,12 @@ def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
 
 def write_state(folder: Path, name: str, state: Any) -> None:
     """Store nested ``state`` as ``<name>.safetensors`` (its tensors) + ``<name>.json``."""
-    import safetensors.torch
+    from lmforge.fsutil import save_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors, skeleton = pack(state)
-    safetensors.torch.save_file(tensors, str(folder / f"{name}.safetensors"))
+    save_safetensors(tensors, folder / f"{name}.safetensors")
     with open(folder / f"{name}.json", "w", encoding="utf-8") as fh:
         json.dump(skeleton, fh)
         fh.flush()

@@ -23,6 +23,9 @@ Overrides: KEY=VALUE after the spec sets a value without editing the file. KEY i
 followed by a path in its config (pretrain.loop.steps=200), a stage field (pretrain.inputs.dataset=
 corpus2) or a top-level key (seed=3, run_dir=runs/try2). VALUE is YAML (200, true, [a, b]).
 
+Paths: relative paths in the spec, overrides included, are relative to the spec file's folder;
+--run-dir is relative to the current directory.
+
 Plugins: installed plugins are discovered through the entry-point group 'lmforge.plugins'.
   LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1   load none (use -p to add modules)
   LMFORGE_PLUGINS=data,models         load only these entry points
@@ -35,9 +38,26 @@ def _console(stderr: bool = True) -> Any:
 
     from rich.console import Console
 
-    # Tables read badly at rich's 80-column default for pipes and CI logs.
-    width = max(shutil.get_terminal_size((160, 24)).columns, 120)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    # On a terminal: its width (rich finds it; a wider table would wrap every row). In pipes
+    # and CI logs rich would assume 80 columns, where tables read badly: COLUMNS if set, else
+    # 160.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else shutil.get_terminal_size((160, 24)).columns
+    # emoji=False: ':100:' in 'pipeline.yaml:100:' must not print as an emoji. Text from the
+    # user (specs, paths, messages) is passed through _esc() wherever markup is on.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, emoji=False)
+
+
+def _esc(value: Any) -> str:
+    """``str(value)`` with rich markup escaped, for user text inside a markup string."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+class UsageError(LmforgeError):
+    """A bad option value (an unknown stage for --only, a run folder that cannot be one ...):
+    exit code 2, nothing written."""
 
 
 def _plugin_options(top: bool) -> argparse.ArgumentParser:
@@ -93,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--only", metavar="STAGE", help="run only STAGE (its inputs must exist)")
     sel.add_argument("--until", metavar="STAGE", help="run STAGE and what it depends on")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    run.add_argument("--nproc", type=_positive_int, metavar="N", help="launch N worker processes on this "
+                     "machine (through torch.distributed.run) and run the pipeline on all of "
+                     "them; stages with a distributed backend (ddp, fsdp2) train on every rank. "
+                     "Under torchrun, leave this out: `torchrun --nproc-per-node N -m "
+                     "lmforge.cli run SPEC` works unchanged")
 
     val = sub.add_parser("validate", parents=[common], epilog=EPILOG, formatter_class=fmt,
                          help="check a spec and report every error with file:line",
@@ -113,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     schema.add_argument("--format", choices=("json", "markdown"), default="json",
                         help="json: JSON Schema (default); markdown: the spec reference")
+    schema.add_argument("--first-party", action="store_true",
+                        help="only lmforge's own plugins, whatever else is installed (how "
+                        "docs/spec-reference.md is generated)")
 
     plugins = sub.add_parser("plugins", parents=[common], help="list and inspect plugins",
                              description="Inspect installed plugins and the plugin catalog.")
@@ -144,7 +172,7 @@ def _load_plugins(args: argparse.Namespace) -> Any:
 
 def _warn_failures(pm: Any, console: Any) -> None:
     for f in pm.failures:
-        console.print(f"[yellow]warning:[/] {f.format()}", markup=True)
+        console.print(f"[yellow]warning:[/] {_esc(f.format())}", markup=True)
 
 
 def _print_spec_error(exc: SpecError, console: Any) -> None:
@@ -164,7 +192,7 @@ def _validated(args: argparse.Namespace, pm: Any) -> Any:
 def cmd_validate(args: argparse.Namespace, pm: Any, console: Any) -> int:
     pipeline = _validated(args, pm)
     ids = ", ".join(s.id for s in pipeline.stages)
-    console.print(f"[green]ok[/]: {args.spec} is valid — {len(pipeline.stages)} stages "
+    console.print(f"[green]ok[/]: {_esc(args.spec)} is valid — {len(pipeline.stages)} stages "
                   f"({ids})")
     return EXIT_OK
 
@@ -175,9 +203,10 @@ def cmd_plan(args: argparse.Namespace, pm: Any, console: Any) -> int:
     from lmforge.runner import Runner, resolve_run_dir
 
     pipeline = _validated(args, pm)
-    runner = Runner(pipeline, pm, run_dir=resolve_run_dir(pipeline, args.run_dir))
+    run_dir = _checked_run_dir(pipeline, args.run_dir, resolve_run_dir, writable=False)
+    runner = Runner(pipeline, pm, run_dir=run_dir)
     out = _console(stderr=False)
-    table = Table(title=f"{pipeline.spec.name}: {runner.run_dir}", show_lines=False)
+    table = Table(title=f"{_esc(pipeline.spec.name)}: {_esc(runner.run_dir)}", show_lines=False)
     for col in ("stage", "kind / plugin", "inputs", "action", "estimates"):
         table.add_column(col)
     for plan, status, estimate in runner.plan():
@@ -185,8 +214,9 @@ def cmd_plan(args: argparse.Namespace, pm: Any, console: Any) -> int:
                                               else "") for slot, (src, o) in plan.inputs.items())
         colour = {"reuse": "green", "resume": "yellow"}.get(status.action, "cyan")
         est = ", ".join(f"{k}={_human(v)}" for k, v in estimate.items())
-        table.add_row(plan.id, f"{plan.component.stage_kind} / {plan.component.name}",
-                      inputs or "—", f"[{colour}]{status.action}[/] ({status.reason})", est or "—")
+        table.add_row(plan.id, _esc(f"{plan.component.stage_kind} / {plan.component.name}"),
+                      _esc(inputs or "—"), f"[{colour}]{status.action}[/] "
+                      f"({_esc(status.reason)})", _esc(est or "—"))
     out.print(table)
     return EXIT_OK
 
@@ -211,38 +241,159 @@ def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
     from lmforge.runner import Runner, resolve_run_dir
 
     pipeline = _validated(args, pm)
-    runner = Runner(pipeline, pm, run_dir=resolve_run_dir(pipeline, args.run_dir),
-                    progress=Progress(enabled=not args.quiet), force=set(args.force))
-    console.print(f"[bold]{pipeline.spec.name}[/] → {runner.run_dir}")
+    _check_stage_options(pipeline, {"--force": args.force, "--only": [args.only],
+                                    "--until": [args.until]})
+    run_dir = _checked_run_dir(pipeline, args.run_dir, resolve_run_dir, writable=True)
+    from lmforge import dist
+
+    if args.nproc is not None and not dist.is_distributed():
+        return _launch_workers(args, console)
+    main_rank = dist.is_main()
+    runner = Runner(pipeline, pm, run_dir=run_dir,
+                    progress=Progress(enabled=not args.quiet and main_rank), force=set(args.force))
+    if not main_rank:  # rank 0 speaks for the run
+        console.quiet = True
+    console.print(f"[bold]{_esc(pipeline.spec.name)}[/] → {_esc(runner.run_dir)}"
+                  + (f" ({dist.world_size()} ranks)" if dist.is_distributed() else ""))
     try:
         result = runner.run(only=args.only, until=args.until)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished stages are kept; run the same command "
                       "again to resume")
         return EXIT_INTERRUPTED
+    finally:
+        dist.destroy()
     _summary(result, console)
     if not result.ran:
         console.print("nothing to do: every stage was reused (use --force STAGE to rerun one)")
     return EXIT_OK
 
 
-def _summary(result: Any, console: Any) -> None:
-    from rich.table import Table
+def _positive_int(text: str) -> int:
+    """argparse type of ``--nproc``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    table = Table(title="summary")
-    for col in ("stage", "plugin", "status", "seconds", "metrics"):
-        table.add_column(col)
-    for s in result.stages:
-        # Measurements (floats) before counts (ints): a loss says more than a row count.
-        ordered = sorted(s.metrics.items(), key=lambda kv: not isinstance(kv[1], float))
-        metrics = ", ".join(f"{k}={_human(v)}" for k, v in ordered[:8])
-        colour = "green" if s.status == "complete" else "dim"
-        table.add_row(s.stage_id, s.plugin, f"[{colour}]{s.status}[/]", f"{s.seconds:.1f}",
-                      metrics)
-    console.print(table)
+
+def _launch_workers(args: argparse.Namespace, console: Any) -> int:
+    """``lmforge run --nproc N``: start N workers running the same command line (without
+    ``--nproc``) through ``torch.distributed.run`` on this machine; wait for them."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    worker_argv = []
+    skip = False
+    for word in args.argv:
+        if skip:
+            skip = False
+            continue
+        if word == "--nproc":
+            skip = True
+            continue
+        if word.startswith("--nproc="):
+            continue
+        worker_argv.append(word)
+    launch = get_args_parser().parse_args(
+        ["--standalone", "--nproc-per-node", str(args.nproc), "--module", "lmforge.cli",
+         *worker_argv])
+    try:
+        run(launch)
+    except ChildFailedError:
+        return EXIT_FAILED  # the workers have reported what failed
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _check_stage_options(pipeline: Any, options: dict[str, list[str | None]]) -> None:
+    """Raise :class:`UsageError` if a stage-selecting option names no stage of ``pipeline``."""
+    import difflib
+
+    ids = [s.id for s in pipeline.stages]
+    for option, values in options.items():
+        for value in values:
+            if value is None or value in ids:
+                continue
+            close = difflib.get_close_matches(value, ids, n=1)
+            raise UsageError(f"{option} {value!r}: the spec has no stage with this id"
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + f" (stages: {', '.join(ids)})")
+
+
+def _run_dir_problem(path: Path, writable: bool) -> str | None:
+    """Why ``path`` cannot be used as a run folder (it or an ancestor is a file, a name is too
+    long, no permission to create it), or None. Looks only; creates nothing."""
+    import errno
+    import os
+    import stat
+
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            return f"the folder name {part[:40]!r}... is longer than 255 bytes"
+    for folder in (path, *path.parents):
+        try:
+            mode = folder.stat().st_mode
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # not there yet (or under a file, found further up)
+            return f"{folder}: {exc.strerror or exc}"
+        if not stat.S_ISDIR(mode):
+            return ("it is a file, not a folder" if folder == path else
+                    f"it lies under {folder}, which is a file, not a folder")
+        if writable and not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable"
+        return None
+    return None  # pragma: no cover - the root exists
+
+
+def _checked_run_dir(pipeline: Any, option: str | None, resolve: Any, writable: bool) -> Path:
+    """The run folder ``resolve(pipeline, option)``, or :class:`UsageError` / :class:`SpecError`
+    naming where it came from (``--run-dir``, the spec's ``run_dir`` or ``name``) if it cannot be
+    one. ``writable``: it is created here (the first thing ``run`` writes), so that a folder the
+    system refuses is reported like the others instead of failing inside the runner."""
+    from lmforge.errors import SpecIssue
+
+    try:
+        path = resolve(pipeline, option)
+        problem = _run_dir_problem(path, writable)
+        if problem is None and writable:
+            path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        path = Path(option or pipeline.spec.run_dir or pipeline.spec.name)
+        problem = getattr(exc, "strerror", None) or str(exc)
+    if problem is None:
+        return path
+    if option:
+        raise UsageError(f"--run-dir {option}: cannot use {path} as the run folder: {problem}; "
+                         f"choose another folder")
+    key = "run_dir" if pipeline.spec.run_dir else "name"
+    file, line = pipeline.source.where((key,))
+    what = "run_dir" if key == "run_dir" else "the default run folder runs/<name>"
+    raise SpecError([SpecIssue(f"cannot use {path} as the run folder ({what}): {problem}",
+                               path=key, file=file, line=line,
+                               hint="set run_dir (or --run-dir) to another folder")])
+
+
+def _summary(result: Any, console: Any) -> None:
+    """The run summary (see :mod:`lmforge.summary`), on stdout; not on non-main ranks (whose
+    ``console`` is quiet)."""
+    if getattr(console, "quiet", False):
+        return
+    from lmforge.summary import print_summary
+
+    print_summary(result, _console(stderr=False))
 
 
 def cmd_schema(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    if args.first_party:
+        from lmforge.plugins import PluginManager
+
+        pm = PluginManager.load_first_party(trace=bool(args.trace_hooks))
     pm.check_usable()
     if args.format == "markdown":
         from lmforge.reference import markdown_reference
@@ -325,14 +476,7 @@ def _plugins_info(name: str, pm: Any) -> int:
         out.print(f"[bold]{info.name}[/] — {info.distribution} {info.version} ({info.module})")
         components = list(info.components)
     else:
-        components = [c for c in pm.components() if c.name == name]
-        if not components:
-            import difflib
-
-            options = list(pm.plugins) + [c.name for c in pm.components()]
-            close = difflib.get_close_matches(name, options, n=1)
-            raise PluginError(f"no plugin or component named {name!r}"
-                              + (f"; did you mean {close[0]!r}?" if close else ""))
+        components = _find_components(name, pm)
     for c in components:
         out.print(f"\n[bold]{c.kind}[/] [cyan]{c.name}[/] — {c.description} "
                   f"[dim]({c.plugin}, {c.distribution} {c.version})[/]")
@@ -341,22 +485,41 @@ def _plugins_info(name: str, pm: Any) -> int:
                             for k, v in c.inputs.items())
             outs = c.outputs if isinstance(c.outputs, dict) else "depends on config"
             out.print(f"  inputs: {ins or 'none'}\n  outputs: {outs}")
+        from rich.text import Text
+
+        from lmforge.reference import config_keys
+
         model = pm.component_config_model(c.kind, c.name)
         table = Table(show_header=True, box=None, padding=(0, 2))
         for col in ("key", "type", "default", "description"):
             table.add_column(col)
-        for fname, f in model.model_fields.items():
-            default = "required" if f.is_required() else repr(
-                f.default_factory() if f.default_factory else f.default)  # type: ignore[call-arg]
-            table.add_row(fname, _type_name(f.annotation), default[:40], f.description or "")
+        skip = () if c.stage_kind else ("type",)
+        for k in config_keys(model, skip):  # Text: '[...]' in a description is not markup
+            table.add_row(*(Text(v) for v in (k.key, k.type, k.default, k.description)))
         out.print(table)
     return EXIT_OK
 
 
-def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) if isinstance(tp, type) else None
-    text = text or str(tp).replace("typing.", "")
-    return text if len(text) < 40 else text[:37] + "..."
+def _find_components(name: str, pm: Any) -> list[Any]:
+    """Components named ``name``: ``kind/name`` as ``plugins list`` prints it
+    (``filter/gopher``, ``stage:train/pretrain``, also ``train/pretrain``) or a bare component
+    name (every kind). :class:`PluginError` with a did-you-mean when there is none."""
+    import difflib
+
+    if "/" in name:
+        kind, _, cname = name.rpartition("/")
+        found = [c for c in pm.components() if c.name == cname
+                 and kind in (c.kind, f"stage:{c.stage_kind}", c.stage_kind)]
+    else:
+        found = [c for c in pm.components() if c.name == name]
+    if not found:
+        options = (list(pm.plugins) + [c.name for c in pm.components()]
+                   + [f"{c.kind}/{c.name}" for c in pm.components()])
+        close = difflib.get_close_matches(name, options, n=1)
+        raise PluginError(f"no plugin or component named {name!r}"
+                          + (f"; did you mean {close[0]!r}?" if close else "")
+                          + " (`lmforge plugins list` shows the names)")
+    return found
 
 
 def cmd_new_plugin(args: argparse.Namespace, console: Any) -> int:
@@ -373,7 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come after options (`run spec -q a.b=1`), which argparse's positional
     # handling does not allow: collect leftover KEY=VALUE words as overrides.
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     if extra:
         bad = [w for w in extra if w.startswith("-") or "=" not in w]
         if bad or not hasattr(args, "overrides"):
@@ -398,17 +563,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_spec_error(exc, console)
         return EXIT_SPEC
     except StageFailed as exc:
-        console.print(f"[red bold]error:[/] {exc}", markup=True)
+        console.print(f"[red bold]error:[/] {_esc(exc)}", markup=True)
         log = getattr(exc, "log_path", None)
         if log:
-            console.print(f"  traceback: {log}")
+            console.print(f"  traceback: {_esc(log)}")
         console.print("  earlier stages' outputs are kept; fix the cause and run again")
         return EXIT_FAILED
     except PluginError as exc:
-        console.print(f"[red bold]plugin error:[/] {exc}", markup=True)
+        console.print(f"[red bold]plugin error:[/] {_esc(exc)}", markup=True)
+        return EXIT_SPEC
+    except UsageError as exc:
+        console.print(f"[red bold]error:[/] {_esc(exc)}", markup=True)
         return EXIT_SPEC
     except LmforgeError as exc:
-        console.print(f"[red bold]error:[/] {exc}", markup=True)
+        console.print(f"[red bold]error:[/] {_esc(exc)}", markup=True)
         return EXIT_SPEC if args.command in ("validate", "plan", "schema") else EXIT_FAILED
 
 

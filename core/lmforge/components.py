@@ -27,10 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from lmforge.errors import ConfigValueError
 
 #: Stage kinds the runner knows. A stage component's ``kind`` is ``"stage:<one of these>"``.
-STAGE_KINDS: tuple[str, ...] = ("data", "tokenizer", "train", "align", "evaluate", "export")
+STAGE_KINDS: tuple[str, ...] = ("data", "tokenizer", "import", "train", "align", "evaluate",
+                                "export")
 
 #: Artifact kinds handed between stages. Inputs declare which kinds they accept, so a wrong
 #: wiring is a validation error before anything runs.
@@ -46,10 +49,47 @@ ARTIFACT_KINDS: tuple[str, ...] = (
 )
 
 
-class Config(BaseModel):
-    """Base class of every component config: unknown keys are errors, values are immutable."""
+#: Every integer in a config must fit a signed 64-bit integer (what tensors, numpy and seeds take).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+def _find_wide_int(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], int] | None:
+    """``(path, value)`` of the first integer outside int64 in ``value`` (through lists, tuples,
+    sets and dict keys/values; nested configs check themselves), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if INT64_MIN <= value <= INT64_MAX else (path, value)
+    if isinstance(value, (list, tuple)):
+        items: Any = enumerate(value)
+    elif isinstance(value, (set, frozenset)):
+        items = ((None, v) for v in value)
+    elif isinstance(value, dict):
+        items = [(None, k) for k in value] + list(value.items())
+    else:
+        return None
+    for key, item in items:
+        found = _find_wide_int(item, path if key is None else (*path, key))
+        if found:
+            return found
+    return None
+
+
+class Config(BaseModel):
+    """Base class of every component config: unknown keys are errors, values are immutable,
+    floats are finite (no ``inf``/``nan``) and integers fit a signed 64-bit integer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _ints_fit_int64(cls, value: Any) -> Any:
+        found = _find_wide_int(value)
+        if found:
+            path, number = found
+            digits = len(str(abs(number))) if number.bit_length() < 10_000 else "thousands of"
+            raise ConfigValueError(f"integer of {digits} digits does not fit a signed 64-bit "
+                                   f"integer (at most {INT64_MAX})", path)
+        return value
 
 
 @dataclass(frozen=True)
@@ -87,6 +127,11 @@ class Component:
         inputs: for stages, the named inputs and the artifact kinds each accepts.
         outputs: for stages, output name -> artifact kind; or a function of the validated config
             that returns that mapping (for stages whose output kind depends on config).
+        ranks: for stages in a multi-process run: ``"main"`` — the main rank runs it while the
+            others wait (data, tokenizer, export: files are written once); ``"all"`` — every
+            rank runs it (distributed training); or a function of the validated config that
+            returns one of the two (e.g. "all" only when its backend is distributed, see
+            :func:`backend_ranks`).
     """
 
     kind: str
@@ -96,6 +141,7 @@ class Component:
     description: str = ""
     inputs: Mapping[str, InputSlot] = field(default_factory=dict)
     outputs: Mapping[str, str] | OutputsFn = field(default_factory=dict)
+    ranks: str | Callable[[Any], str] = "main"
     # Filled in by the plugin manager: which plugin (entry point) and distribution provided it.
     plugin: str = ""
     distribution: str = ""
@@ -104,6 +150,14 @@ class Component:
     @property
     def stage_kind(self) -> str | None:
         return self.kind.split(":", 1)[1] if self.kind.startswith("stage:") else None
+
+    def ranks_for(self, config: Any) -> str:
+        """``"main"`` or ``"all"``: which ranks run this stage with ``config``."""
+        ranks = self.ranks(config) if callable(self.ranks) else self.ranks
+        if ranks not in ("main", "all"):
+            raise ValueError(f"component {self.name!r}: ranks must be 'main' or 'all', "
+                             f"got {ranks!r}")
+        return ranks
 
     def output_kinds(self, config: Any) -> dict[str, str]:
         outs = self.outputs(config) if callable(self.outputs) else self.outputs
@@ -118,6 +172,15 @@ class Component:
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
         return obj
+
+
+def backend_ranks(config: Any) -> str:
+    """``ranks`` of a stage whose config selects a backend (``config.loop.backend`` or
+    ``config.backend``): ``"all"`` when that backend spans processes (its config class says
+    ``distributed = True``), else ``"main"``."""
+    loop = getattr(config, "loop", None)
+    backend = getattr(loop, "backend", None) or getattr(config, "backend", None)
+    return "all" if getattr(type(backend), "distributed", False) else "main"
 
 
 def stage(kind: str, name: str, **kw: Any) -> Component:

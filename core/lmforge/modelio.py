@@ -77,8 +77,9 @@ def write_weights(path: Path, tensors: Mapping[str, torch.Tensor],
     """Write ``tensors`` into folder ``path`` in the transformers layout (sharded with an index
     above ``max_shard_size`` bytes); each file is written under a temporary name and renamed.
     Returns the file names written."""
-    import safetensors.torch
     from huggingface_hub import split_torch_state_dict_into_shards
+
+    from lmforge.fsutil import save_safetensors
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def write_weights(path: Path, tensors: Mapping[str, torch.Tensor],
         # clone: adapter outputs may be views of one fused tensor, which safetensors refuses
         shard = {n: tensors[n].detach().to("cpu", dtype).contiguous().clone() for n in names}
         tmp = path / f".{filename}.tmp"
-        safetensors.torch.save_file(shard, str(tmp), metadata={"format": "pt"})
+        save_safetensors(shard, tmp, metadata={"format": "pt"})
         tmp.replace(path / filename)
     written = list(split.filename_to_tensors)
     if split.is_sharded:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lmforge import Config
-from lmforge.training.config import TrainLoopConfig
+from lmforge.training.config import TrainLoopConfig, check_seq_len_fits, init_architecture
 
 
 class DPOConfig(Config):
@@ -25,9 +25,20 @@ class DPOConfig(Config):
         default_factory=TrainLoopConfig,
         description="Steps, batch (pairs per micro-batch), seq_len (prompt + response), "
                     "optimizer, backend. DPO usually wants a small lr (e.g. 5e-7 to 5e-6).")
-    num_proc: int = Field(default=1, ge=1, description="Processes used to tokenise the dataset.")
+    num_proc: int = Field(default=1, ge=1, le=1024,
+                          description="Processes used to tokenise the dataset.")
     eval_batches: int = Field(default=20, ge=0, description="At most this many batches of the "
                               "dataset's 'heldout' split are evaluated at the end (0: none).")
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Validation of the wiring: ``loop.seq_len`` fits the init model's max_seq_len when
+        the spec fixes its architecture (checked again from model.json at run time)."""
+        arch, what = init_architecture(inputs)
+        check_seq_len_fits(self.loop, arch, what)
+
+    def output_architecture(self, inputs: Mapping[str, Any]) -> Any:
+        """Preference optimisation keeps the architecture of the ``init`` model."""
+        return init_architecture(inputs)[0]
 
     def estimate(self, upstream: Mapping[str, Any]) -> dict[str, Any]:
         """Tokens through the policy (chosen + rejected) and, when the init stage's

@@ -9,15 +9,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from lmforge import Config, Slot
+from lmforge.specpath import SpecPath, check_files
 
 Format = Literal["text", "chat", "preference", "multiple-choice"]
 
-PathOrGlobs = str | list[str]
+PathOrGlobs = SpecPath | list[SpecPath]
 _PATH_HELP = ("A file path or glob (``**`` recurses), or a list of them; relative paths are "
-              "resolved against the current directory. Matches are read in sorted order.")
+              "relative to the spec file's folder. Matches are read in sorted order. "
+              "`lmforge validate` checks that each matches a file.")
+
+
+class _ReadsFiles(Config):
+    """A source whose ``path`` names files: when validation asks for file checks
+    (:data:`lmforge.specpath.CHECK_FILES`: ``lmforge validate``, ``plan``, ``run``), every path
+    or glob must match a file that ``exclude`` (if any) keeps, as the stage will require."""
+
+    @model_validator(mode="after")
+    def _files_exist(self, info: ValidationInfo) -> Any:
+        if check_files(info):
+            from lmforge import StageInputError
+            from lmforge_data.paths import expand
+
+            try:
+                expand(getattr(self, "path"), getattr(self, "exclude", ()))
+            except StageInputError as exc:
+                # The message goes through the context: it may contain braces ({stdlib}).
+                raise PydanticCustomError("source_files", "{message}",
+                                          {"message": str(exc)}) from None
+        return self
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -51,12 +74,34 @@ class CurateConfig(Config):
                              "held-out split; ignored when heldout_fraction is 0. Train always "
                              "keeps at least one row.")
     shard_rows: int = Field(default=100_000, ge=1, description="Rows per Parquet shard.")
-    num_proc: int = Field(default=1, ge=1, description="Worker processes that run the filters "
-                          "over chunks of documents; output is identical to num_proc=1.")
+    num_proc: int = Field(default=1, ge=1, le=1024, description="Worker processes that run the "
+                          "filters over chunks of documents; output is identical to num_proc=1.")
     chunk_size: int = Field(default=256, ge=1, description="Documents per chunk handed to a "
                             "filter worker (num_proc > 1).")
     max_documents: int | None = Field(default=None, ge=1, description="Stop after reading this "
                                       "many documents in total (all sources). Default: all.")
+
+    @model_validator(mode="after")
+    def _sources_fit_format(self) -> Any:
+        """Each source must be able to give records of ``format``: a python-functions source's
+        ``mode`` equals it, and plain text files only give 'text' records."""
+        from lmforge import ConfigValueError
+
+        for i, src in enumerate(self.sources):
+            get = src.get if isinstance(src, dict) else (lambda k, s=src: getattr(s, k, None))
+            kind = get("type")
+            if kind == "python-functions":
+                mode = get("mode") or "text"
+                if mode != self.format:
+                    raise ConfigValueError(
+                        f"source {i} (python-functions) has mode {mode!r} but the stage's format "
+                        f"is {self.format!r}; set both to the same value", ("sources", i, "mode"))
+            elif kind == "text" and self.format != "text":
+                raise ConfigValueError(
+                    f"source {i} (text) gives 'text' records but the stage's format is "
+                    f"{self.format!r}; use a jsonl or parquet source, or format: text",
+                    ("sources", i, "type"))
+        return self
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -68,14 +113,14 @@ class _RemapMixin(Config):
                                    "source key -> output key, e.g. {conversation: messages}.")
 
 
-class JsonlSourceConfig(_RemapMixin):
+class JsonlSourceConfig(_RemapMixin, _ReadsFiles):
     """One JSON object per line."""
 
     path: PathOrGlobs = Field(description=_PATH_HELP)
     encoding: str = Field(default="utf-8", description="Text encoding of the files.")
 
 
-class ParquetSourceConfig(_RemapMixin):
+class ParquetSourceConfig(_RemapMixin, _ReadsFiles):
     """Parquet files, streamed one record batch at a time."""
 
     path: PathOrGlobs = Field(description=_PATH_HELP)
@@ -84,7 +129,7 @@ class ParquetSourceConfig(_RemapMixin):
     batch_rows: int = Field(default=1024, ge=1, description="Rows per batch read at once.")
 
 
-class TextSourceConfig(Config):
+class TextSourceConfig(_ReadsFiles):
     """Plain text files: one document per file, or per non-empty line."""
 
     path: PathOrGlobs = Field(description=_PATH_HELP)
@@ -113,7 +158,7 @@ DEFAULT_EXCLUDE = ["**/test/**", "**/tests/**", "**/idle_test/**", "**/test_*.py
                    "**/lib2to3/**", "**/__pycache__/**"]
 
 
-class PythonFunctionsConfig(Config):
+class PythonFunctionsConfig(_ReadsFiles):
     """Mine Python source files with ``ast`` into text, chat, preference or multiple-choice."""
 
     path: PathOrGlobs = Field(default="{stdlib}/**/*.py", description=_PATH_HELP + " The "

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmforge import StageInputError
+from lmforge.specpath import RELATIVE_HINT
 
 _GLOB_CHARS = set("*?[")
 
@@ -73,6 +74,10 @@ def excluded(relative: str, patterns: Sequence[str]) -> bool:
     return any(_exclude_regex(p).match(path) for p in patterns)
 
 
+def _looked_for(raw: str, resolved: str) -> str:
+    return "" if resolved == raw else f" (looked for {resolved})"
+
+
 def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]:
     """Files matched by ``path`` (sorted, de-duplicated), minus those matching ``exclude``.
 
@@ -88,13 +93,14 @@ def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]
             matches = sorted(glob.glob(pattern, recursive=True))
             files = [m for m in matches if os.path.isfile(m)]
             if not files:
-                raise StageInputError(f"glob {raw!r} matches no file (looked for {pattern}); "
-                                      f"check the path and the current directory "
-                                      f"({os.getcwd()})")
+                raise StageInputError(f"glob {raw!r} matches no file"
+                                      f"{_looked_for(raw, pattern)}; check the path ("
+                                      f"{RELATIVE_HINT})")
         else:
             if not os.path.exists(pattern):
-                raise StageInputError(f"file {raw!r} does not exist (resolved to "
-                                      f"{os.path.abspath(pattern)}); fix the path")
+                raise StageInputError(f"file {raw!r} does not exist"
+                                      f"{_looked_for(raw, os.path.abspath(pattern))}; fix the "
+                                      f"path ({RELATIVE_HINT})")
             if os.path.isdir(pattern):
                 raise StageInputError(f"{raw!r} is a folder, not a file; use a glob such as "
                                       f"'{raw.rstrip('/')}/**/*.<ext>'")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, model_validator
 
 from lmforge import Config, ConfigValueError, Slot
-from lmforge.training.config import TrainLoopConfig
+from lmforge.training.config import TrainLoopConfig, check_seq_len_fits, init_architecture
 
 if TYPE_CHECKING:
     from lmforge.spec.validate import UpstreamInput
@@ -19,25 +19,6 @@ def _estimate(config: Any, upstream: Mapping[str, Any], arch: Any) -> dict[str, 
     from lmforge.training.stagekit import upstream_estimate
 
     return upstream_estimate(config, upstream, arch)
-
-
-def _seq_len_fits(loop: TrainLoopConfig, architecture: Any, what: str) -> None:
-    """Refuse ``loop.seq_len`` longer than the ``max_seq_len`` of ``architecture`` (if it has
-    one): the model could not take the sequences. The same check the stages make at run time."""
-    max_len = getattr(architecture, "max_seq_len", None)
-    if isinstance(max_len, int) and loop.seq_len > max_len:
-        raise ConfigValueError(
-            f"loop.seq_len ({loop.seq_len}) is longer than the max_seq_len of {what} ({max_len}); "
-            f"lower loop.seq_len to at most {max_len}, or raise max_seq_len",
-            ("loop", "seq_len"))
-
-
-def _init_architecture(inputs: Mapping[str, UpstreamInput]) -> tuple[Any, str]:
-    """The architecture of the ``init`` input when the spec fixes it, and how to name it."""
-    init = inputs.get("init")
-    if init is None:
-        return None, ""
-    return init.architecture, f"the init model (stage {init.stage_id!r})"
 
 
 class PretrainConfig(Config):
@@ -59,13 +40,13 @@ class PretrainConfig(Config):
 
     @model_validator(mode="after")
     def _seq_len_fits_model(self) -> PretrainConfig:
-        _seq_len_fits(self.loop, self.model, "config.model")
+        check_seq_len_fits(self.loop, self.model, "config.model")
         return self
 
     def check_inputs(self, inputs: Mapping[str, UpstreamInput]) -> None:
         """Validation of the wiring: an ``init`` model whose architecture the spec fixes must
         have exactly ``config.model`` (as :meth:`PretrainStage.check` requires at run time)."""
-        arch, what = _init_architecture(inputs)
+        arch, what = init_architecture(inputs)
         if arch is None or not hasattr(self.model, "model_dump"):
             return
         have, want = arch.model_dump(mode="json"), self.model.model_dump(mode="json")
@@ -99,9 +80,9 @@ class SFTConfig(Config):
     def check_inputs(self, inputs: Mapping[str, UpstreamInput]) -> None:
         """Validation of the wiring: ``loop.seq_len`` fits the init model's max_seq_len when
         the spec fixes its architecture (it is checked again from model.json at run time)."""
-        arch, what = _init_architecture(inputs)
-        _seq_len_fits(self.loop, arch, what)
+        arch, what = init_architecture(inputs)
+        check_seq_len_fits(self.loop, arch, what)
 
     def output_architecture(self, inputs: Mapping[str, UpstreamInput]) -> Any:
         """Fine-tuning keeps the architecture: that of the ``init`` model, when known."""
-        return _init_architecture(inputs)[0]
+        return init_architecture(inputs)[0]

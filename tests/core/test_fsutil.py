@@ -67,8 +67,6 @@ def test_save_safetensors_honours_the_umask(tmp_path: Path, umask) -> None:
     assert safetensors.torch.load_file(str(tmp_path / "w.safetensors"))["w"].tolist() == [1, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="lmforge.checkpoint and lmforge.modelio still call "
-                   "safetensors' save_file (0600); they should use fsutil.save_safetensors")
 def test_every_file_of_a_run_has_the_same_mode(tmp_path: Path, umask) -> None:
     from lmforge.testing import plugin_manager, run_spec
     from tests.core import toy_plugin

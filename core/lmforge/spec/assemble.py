@@ -21,18 +21,25 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from lmforge.components import STAGE_KINDS, Component, Config, Slot
+from lmforge.specpath import SpecPath
 
 if TYPE_CHECKING:
     from lmforge.plugins import PluginManager
 
 STAGE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+#: Stage ids name folders (``<run_dir>/<id>/``), so they are short and need no quoting.
+STAGE_ID_MAX_LENGTH = 64
+#: The pipeline name is the default run folder (``runs/<name>``): one path component.
+PIPELINE_NAME_PATTERN = r"^\w[\w. -]*$"
+PIPELINE_NAME_MAX_LENGTH = 100
 
 
 class StageBase(Config):
     """Fields every stage has, whatever its plugin."""
 
-    id: str = Field(pattern=STAGE_ID_PATTERN,
-                    description="Unique stage id; also the stage's folder under run_dir.")
+    id: str = Field(pattern=STAGE_ID_PATTERN, max_length=STAGE_ID_MAX_LENGTH,
+                    description="Unique stage id; also the stage's folder under run_dir: a "
+                    "letter, then letters, digits, '_' or '-'; at most 64 characters.")
     inputs: dict[str, str] = Field(
         default_factory=dict,
         description="Input name -> producing stage id (or 'stage_id.output' when it has several).")
@@ -42,9 +49,14 @@ class StageBase(Config):
 class PipelineBase(Config):
     """Top-level pipeline fields."""
 
-    name: str = Field(default="pipeline", description="Name of the pipeline (shown in reports).")
-    run_dir: str = Field(default="", description="Where stage folders go; relative paths are "
-                         "resolved against the current directory. Default: runs/<name>.")
+    name: str = Field(default="pipeline", pattern=PIPELINE_NAME_PATTERN,
+                      max_length=PIPELINE_NAME_MAX_LENGTH,
+                      description="Name of the pipeline (shown in reports; the default run "
+                      "folder is runs/<name>): letters, digits, '_', '-', '.' and spaces, not "
+                      "starting with '.', '-' or a space; at most 100 characters.")
+    run_dir: SpecPath = Field(default="", description="Where stage folders go; a relative "
+                              "path is relative to the spec file's folder. Default: "
+                              "runs/<name> in the current directory.")
     seed: int = Field(default=0, description="Base random seed; each stage derives its own.")
 
 

@@ -7,7 +7,17 @@ Order of checks (all run; issues are collected, not raised one by one):
 2. pydantic validation of the whole pipeline model (unknown keys, types, ranges), mapped back to
    file:line and key path, with "did you mean" for near-miss keys and component types;
 3. wiring: every input names an existing stage and output of an accepted artifact kind, every
-   required input is wired, and the stages form no cycle.
+   required input is wired, and the stages form no cycle;
+4. cross-stage checks, in execution order, for stage configs that define them (optional
+   methods, so nothing that cannot run passes ``validate`` to fail at run time):
+
+   * ``check_inputs(inputs: Mapping[str, UpstreamInput]) -> None`` raises ``ValueError`` (or
+     :class:`lmforge.ConfigValueError` naming a key of the config) when the config does not
+     fit what its inputs will be, e.g. ``loop.seq_len`` longer than the init model's
+     ``max_seq_len``;
+   * ``output_architecture(inputs) -> Config | None`` gives the architecture of the ``model``
+     the stage writes when the spec fixes it, passed on as ``UpstreamInput.architecture`` to the
+     stages that consume that model.
 """
 
 from __future__ import annotations
@@ -15,13 +25,15 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from lmforge.components import STAGE_KINDS, Component, Config
-from lmforge.errors import PluginError, SpecError, SpecIssue
-from lmforge.spec.source import Located, PathT, format_path
+from lmforge.errors import ConfigValueError, PluginError, SpecError, SpecIssue
+from lmforge.spec.source import Located, PathT, format_path, short_repr
+from lmforge.specpath import CHECK_FILES, SPEC_DIR
 
 if TYPE_CHECKING:
     from lmforge.plugins import PluginManager
@@ -40,6 +52,18 @@ class StagePlan:
     @property
     def config(self) -> Config:
         return self.spec.config
+
+
+@dataclass(frozen=True)
+class UpstreamInput:
+    """What validation knows of one wired input of a stage, before anything has run (given to
+    a stage config's ``check_inputs``)."""
+
+    stage_id: str  # the producing stage
+    output: str  # its output name
+    kind: str  # artifact kind
+    config: Any  # the producing stage's validated config
+    architecture: Any = None  # for a model: its architecture config, when the spec fixes it
 
 
 @dataclass
@@ -68,11 +92,19 @@ class ValidatedPipeline:
         return seen
 
 
-def _did_you_mean(word: Any, options: list[str]) -> str:
+def _did_you_mean(word: Any, options: list[Any]) -> str:
+    """``"did you mean 'x'?"`` for a near miss among ``options``; "" when ``word`` is not a
+    string (a number or mapping where a name was expected) or nothing is close."""
     if not isinstance(word, str):
         return ""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    names = [o for o in options if isinstance(o, str)]
+    close = difflib.get_close_matches(word[:200], names, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _names_hint(plugins: PluginManager, kind: str) -> str:
+    names = sorted(c.name for c in plugins.components(kind))
+    return f"installed: {', '.join(names)}" if names else ""
 
 
 class _Collector:
@@ -86,8 +118,14 @@ class _Collector:
                                      hint=hint))
 
 
-def validate(src: Located, plugins: PluginManager) -> ValidatedPipeline:
-    """Validate ``src``; return the pipeline or raise :class:`SpecError` with every issue."""
+def validate(src: Located, plugins: PluginManager, *, base_dir: Path | None = None,
+             check_files: bool = False) -> ValidatedPipeline:
+    """Validate ``src``; return the pipeline or raise :class:`SpecError` with every issue.
+
+    ``base_dir`` (the spec file's folder) and ``check_files`` go to the config models as the
+    validation context of :mod:`lmforge.specpath`: relative ``SpecPath`` values become absolute
+    against ``base_dir``, and with ``check_files`` configs check that the files they name exist.
+    """
     try:
         plugins.check_usable()
     except PluginError as exc:
@@ -106,7 +144,8 @@ def validate(src: Located, plugins: PluginManager) -> ValidatedPipeline:
     model = plugins.assembler().pipeline_model()
     validated = None
     try:
-        validated = model.model_validate(data)
+        validated = model.model_validate(data, context={
+            SPEC_DIR: str(base_dir) if base_dir is not None else None, CHECK_FILES: check_files})
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             _report_pydantic(err, data, model, plugins, components, bad_stage_idx, out)
@@ -123,9 +162,44 @@ def validate(src: Located, plugins: PluginManager) -> ValidatedPipeline:
     for p in plans:
         p.outputs = p.component.output_kinds(p.config)
     order = _wire(plans, out)
+    if not out.issues:
+        _check_inputs(order, {p.id: i for i, p in enumerate(plans)}, out)
     if out.issues:
         raise SpecError(_dedupe(out.issues))
     return ValidatedPipeline(spec=validated, stages=order, source=src)
+
+
+# -- cross-stage checks -------------------------------------------------------------------------
+def _check_inputs(order: list[StagePlan], index: dict[str, int], out: _Collector) -> None:
+    """Call each stage config's optional ``check_inputs`` / ``output_architecture`` (see the
+    module docstring) in execution order. A plugin bug in them is reported, never raised."""
+    by_id = {p.id: p for p in order}
+    archs: dict[str, Any] = {}
+    for plan in order:
+        inputs = {}
+        for slot, (src, name) in plan.inputs.items():
+            kind = by_id[src].outputs[name]
+            inputs[slot] = UpstreamInput(stage_id=src, output=name, kind=kind,
+                                         config=by_id[src].config,
+                                         architecture=archs.get(src) if kind == "model" else None)
+        path: PathT = ("stages", index[plan.id], "config")
+        check = getattr(plan.config, "check_inputs", None)
+        if callable(check):
+            try:
+                check(inputs)
+            except ConfigValueError as exc:
+                out.add(path + exc.path, exc.message)
+            except ValueError as exc:
+                out.add(path, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a plugin bug must not crash validation
+                out.add(path, f"stage plugin {plan.component.name!r} failed to check its inputs: "
+                        f"{type(exc).__name__}: {exc}", "a bug in the plugin; report it")
+        produce = getattr(plan.config, "output_architecture", None)
+        if callable(produce):
+            try:
+                archs[plan.id] = produce(inputs)
+            except Exception:  # noqa: BLE001 - unknown then; the stage checks at run time
+                archs[plan.id] = None
 
 
 # -- structure ----------------------------------------------------------------------------------
@@ -146,12 +220,17 @@ def _check_stage_headers(stages: list[Any], plugins: PluginManager, out: _Collec
         if kind is None:
             continue  # pydantic reports "missing"
         if kind not in STAGE_KINDS:
-            out.add(path + ("kind",), f"unknown stage kind {kind!r}; expected one of "
+            out.add(path + ("kind",), f"unknown stage kind {short_repr(kind)}; expected one of "
                     f"{', '.join(STAGE_KINDS)}", _did_you_mean(kind, list(STAGE_KINDS)))
             bad.add(i)
             continue
         plugin = st.get("plugin")
         if plugin is None:
+            continue
+        if not isinstance(plugin, str):
+            out.add(path + ("plugin",), f"plugin must be the name of a {kind} stage plugin (a "
+                    f"string), got {short_repr(plugin)}", _names_hint(plugins, f"stage:{kind}"))
+            bad.add(i)
             continue
         try:
             components[i] = plugins.get_component(f"stage:{kind}", plugin)
@@ -161,32 +240,50 @@ def _check_stage_headers(stages: list[Any], plugins: PluginManager, out: _Collec
 
 
 # -- pydantic errors ----------------------------------------------------------------------------
-def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[PathT, bool]:
-    """Drop discriminator tags from a pydantic location; True if the last key is absent."""
+def _clean_loc(loc: tuple[Any, ...], data: Any, names_key: bool = True) -> tuple[PathT, bool]:
+    """Drop discriminator tags from a pydantic location; True if the last key is absent.
+
+    ``names_key``: the error is about the last key itself (missing, unknown), so a last part
+    that is not in the data is kept; otherwise it is a union tag (``model.dense``) and dropped.
+    """
     path: list[Any] = []
     cur = data
     missing = False
     for i, part in enumerate(loc):
-        if isinstance(cur, dict) and part in cur:
+        if isinstance(cur, dict) and _has_key(cur, part):
             path.append(part)
             cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and 0 <= part < len(cur):
             path.append(part)
             cur = cur[part]
-        elif i == len(loc) - 1 and isinstance(cur, dict):
+        elif i == len(loc) - 1 and isinstance(cur, dict) and names_key:
             path.append(part)
             missing = True
         # else: a union tag (e.g. 'train', 'pretrain'), not a key of the data
     return tuple(path), missing
 
 
+def _has_key(mapping: dict[Any, Any], key: Any) -> bool:
+    try:
+        return key in mapping
+    except TypeError:  # an unhashable key
+        return False
+
+
 def _report_pydantic(err: dict[str, Any], data: Any, model: type[BaseModel], plugins: PluginManager,
                      components: dict[int, Component], bad: set[int], out: _Collector) -> None:
-    path, _ = _clean_loc(tuple(err["loc"]), data)
-    if len(path) >= 2 and path[0] == "stages" and path[1] in bad:
-        return  # the stage's kind/plugin is already reported; its config can't be checked
     etype = err["type"]
     got = err.get("input")
+    path, _ = _clean_loc(tuple(err["loc"]), data,
+                         names_key=etype in ("missing", "extra_forbidden"))
+    if len(path) >= 2 and path[0] == "stages" and path[1] in bad:
+        return  # the stage's kind/plugin is already reported; its config can't be checked
+    error = err.get("ctx", {}).get("error")
+    if etype == "value_error" and isinstance(error, ConfigValueError):
+        # The key it names may be a default absent from the spec: where() then gives
+        # the line of its nearest written ancestor.
+        out.add(path + error.path, error.message)
+        return
     if etype == "extra_forbidden":
         key = path[-1]
         allowed = _allowed_keys(model, path[:-1], data, plugins, components)
@@ -201,22 +298,24 @@ def _report_pydantic(err: dict[str, Any], data: Any, model: type[BaseModel], plu
         ctx = err.get("ctx", {})
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", ctx.get("expected", "")))
                 .replace(" or ", ",").split(",") if t.strip(" '")]
-        out.add(path, f"unknown {path[-1]} {got!r}; expected one of {', '.join(tags)}",
-                _did_you_mean(got, tags))
+        out.add(path, f"unknown {path[-1]} {short_repr(got)}; expected one of "
+                f"{', '.join(tags)}", _did_you_mean(got, tags))
     elif etype == "union_tag_invalid":
         ctx = err.get("ctx", {})
         disc = str(ctx.get("discriminator", "")).strip("'")
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
         tag = ctx.get("tag")
-        out.add(path + (disc,), f"unknown {disc} {tag!r}; expected one of {', '.join(tags)}",
-                _did_you_mean(tag, tags))
+        out.add(path + (disc,), f"unknown {disc} {short_repr(tag)}; expected one of "
+                f"{', '.join(tags)}", _did_you_mean(tag, tags))
     elif etype == "union_tag_not_found":
         disc = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
         out.add(path, f"missing required key {disc!r}")
     else:
         msg = err["msg"]
-        if not isinstance(got, (dict, list)) and etype not in ("model_type", "dict_type"):
-            msg += f"; got {got!r:.80}"
+        if etype in ("value_error", "assertion_error"):
+            msg = msg.split(", ", 1)[-1]  # drop pydantic's "Value error, " prefix
+        elif not isinstance(got, (dict, list)) and etype not in ("model_type", "dict_type"):
+            msg += f"; got {short_repr(got)}"
         out.add(path, msg)
 
 
@@ -371,7 +470,8 @@ def _wire(plans: list[StagePlan], out: _Collector) -> list[StagePlan]:
 def _check_wiring_raw(stages: list[Any], components: dict[int, Component], bad: set[int],
                       plugins: PluginManager, out: _Collector) -> None:
     """Reference checks on unvalidated data (when pydantic failed), so they are reported too."""
-    ids = {s.get("id"): i for i, s in enumerate(stages) if isinstance(s, dict)}
+    ids = {s["id"]: i for i, s in enumerate(stages) if isinstance(s, dict)
+           and isinstance(s.get("id"), str)}
     for i, st in enumerate(stages):
         if not isinstance(st, dict) or i in bad or not isinstance(st.get("inputs"), dict):
             continue
@@ -379,7 +479,7 @@ def _check_wiring_raw(stages: list[Any], components: dict[int, Component], bad: 
             if isinstance(ref, str) and _parse_ref(ref)[0] not in ids:
                 sid = _parse_ref(ref)[0]
                 out.add(("stages", i, "inputs", slot), f"input {slot!r} refers to unknown stage "
-                        f"{sid!r}", _did_you_mean(sid, [k for k in ids if isinstance(k, str)]))
+                        f"{sid!r}", _did_you_mean(sid, list(ids)))
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
@@ -400,6 +500,7 @@ def load_and_validate(spec_path: str, plugins: PluginManager,
     src = load_spec_file(spec_path)
     if overrides:
         apply_overrides(src, overrides)
-    return validate(src, plugins)
+    # Relative paths in the spec (and in overrides) are relative to the spec file's folder.
+    return validate(src, plugins, base_dir=Path(spec_path).resolve().parent, check_files=True)
 
 

@@ -62,9 +62,11 @@ class JsonlSource(_FileSource):
                         try:
                             row = json.loads(line)
                         except json.JSONDecodeError as exc:
-                            raise StageInputError(f"{where}: not valid JSON ({exc.msg} at "
-                                                  f"column {exc.colno}); each line must be one "
-                                                  f"JSON object") from None
+                            # Some messages end in "at" ("Invalid control character at").
+                            raise StageInputError(f"{where}: not valid JSON ("
+                                                  f"{exc.msg.removesuffix(' at')} at column "
+                                                  f"{exc.colno}); each line must be one JSON "
+                                                  f"object") from None
                         if not isinstance(row, dict):
                             raise StageInputError(f"{where}: expected a JSON object, got "
                                                   f"{type(row).__name__}")
