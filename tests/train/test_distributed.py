@@ -155,6 +155,13 @@ def test_sigkill_of_two_ranks_resumes_to_the_uninterrupted_result(
     assert manifest["status"] == "running"  # killed: nothing marked it complete
     assert (run_dir / "pretrain/checkpoints/step-00000004").is_dir()
 
+    # Resuming on another world size would change the data order: refused, naming both sizes.
+    spec_path = run_dir.with_suffix(".yaml")
+    wrong = subprocess.run(_cmd(spec_path, run_dir, 1), env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert wrong.returncode != 0
+    assert "written by 2 rank(s) but this run has 1" in wrong.stdout + wrong.stderr
+
     _run(spec, run_dir, 2)
     final = json.loads((run_dir / "pretrain/manifest.json").read_text())
     assert final["status"] == "complete" and final["resumed"] is True
