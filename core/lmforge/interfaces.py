@@ -16,6 +16,7 @@ backend         ``factory(config)``                                    :class:`B
 source          ``factory(config)``                                    :class:`Source`
 filter          ``factory(config)``                                    :class:`Filter`
 tracker         ``factory(config, run_dir: Path)``                     a pluggy plugin object
+evaluator       ``factory(config)``                                    see :mod:`lmforge.evaluation`
 ==============  =====================================================  =====================
 """
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from lmforge import Artifact
 from lmforge.chat import encode_chat, validate_messages
+from lmforge.evaluation import EvalContext, Evaluator, need_examples
 from lmforge_eval.batching import example, loss_sum
 from lmforge_eval.data import iter_rows
-from lmforge_eval.evaluator import EvalContext, Evaluator, need_examples
 
 
 class ChatLoss(Evaluator):

@@ -17,8 +17,8 @@ import torch
 
 from lmforge import Artifact
 from lmforge.chat import END, encode_chat, validate_messages
+from lmforge.evaluation import EvalContext, Evaluator, need_examples
 from lmforge_eval.data import iter_rows
-from lmforge_eval.evaluator import EvalContext, Evaluator, need_examples
 
 
 def next_token_logits(model: Any, ids: Sequence[int], device: Any) -> torch.Tensor:

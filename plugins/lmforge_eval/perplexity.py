@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from lmforge import Artifact, StageInputError
+from lmforge.evaluation import EvalContext, Evaluator
 from lmforge_eval.batching import loss_sum
 from lmforge_eval.data import iter_texts
-from lmforge_eval.evaluator import EvalContext, Evaluator
 
 
 def encode_documents(tokenizer: Any, batches: Iterable[list[str]]) -> tuple[list[int], int, int]:

@@ -18,9 +18,9 @@ from typing import Any
 
 from lmforge import Artifact, StageInputError
 from lmforge.chat import encode_chat, validate_messages
+from lmforge.evaluation import EvalContext, Evaluator, need_examples
 from lmforge_eval.batching import example, sequence_scores
 from lmforge_eval.data import iter_rows
-from lmforge_eval.evaluator import EvalContext, Evaluator, need_examples
 
 
 def last_span(mask: Sequence[bool]) -> list[bool]:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmforge import Stage, StageInputError
+from lmforge.evaluation import EvalContext
 from lmforge_eval.config import SuiteConfig
-from lmforge_eval.evaluator import EvalContext
 from lmforge_eval.report import metrics_of, write_report
 
 
@@ -26,7 +26,7 @@ class SuiteStage(Stage):
         """``(label, config, evaluator)`` per configured evaluator; labels made unique."""
         out, seen = [], {}
         for cfg in self.config.evaluators:
-            base = cfg.name or cfg.type
+            base = getattr(cfg, "name", None) or cfg.type
             seen[base] = seen.get(base, 0) + 1
             label = base if seen[base] == 1 else f"{base}-{seen[base]}"
             out.append((label, cfg, self.ctx.build("evaluator", cfg)))
@@ -100,17 +100,24 @@ class SuiteStage(Stage):
         headline: dict[str, Any] = {}
         baseline_headline: dict[str, Any] = {}  # after the model's own metrics
         for step, (label, cfg, ev) in enumerate(self._evaluators()):
-            ectx = EvalContext(stage=self.ctx, label=label, batch_size=self.config.batch_size,
-                               max_examples=self.config.max_examples)
+            def ectx(slot: str, label: str = label) -> EvalContext:
+                # progress lines name the model: "<stage>: model sft: perplexity" vs
+                # "<stage>: baseline pretrain: perplexity"
+                return EvalContext(stage=self.ctx, label=label,
+                                   batch_size=self.config.batch_size,
+                                   max_examples=self.config.max_examples,
+                                   model_label=f"{slot} {self.ctx.input(slot).stage_id}")
+
             with torch.inference_mode(), backend.autocast():
-                result = dict(ev.run(model, tokenizer, self.ctx.inputs, device, ectx))
+                result = dict(ev.run(model, tokenizer, self.ctx.inputs, device, ectx("model")))
             report["evaluators"][label] = {"type": cfg.type, **result}
             sections[label] = ev.markdown(result)
             metrics = {f"{label}/{k}": v for k, v in metrics_of(result).items()}
             headline.update(metrics)
             if baseline is not None and cfg.type != "generate":
                 with torch.inference_mode(), backend.autocast():
-                    base = dict(ev.run(baseline, tokenizer, self.ctx.inputs, device, ectx))
+                    base = dict(ev.run(baseline, tokenizer, self.ctx.inputs, device,
+                                       ectx("baseline")))
                 report["baseline_evaluators"][label] = {"type": cfg.type, **base}
                 base_metrics = {f"baseline/{label}/{k}": v for k, v in metrics_of(base).items()}
                 baseline_headline.update(base_metrics)
