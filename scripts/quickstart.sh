@@ -4,7 +4,7 @@
 # machine's CPU. Extra arguments are passed to `lmforge run` (e.g. overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+LMFORGE_BROWSER=0 bash scripts/setup.sh   # a pipeline needs no browser
 # shellcheck disable=SC1091
 . .venv/bin/activate
 exec lmforge run examples/quickstart/pipeline.yaml "$@"

@@ -152,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "or component")
     pi.add_argument("name", help="plugin (entry-point) name, or component name")
 
+    rep = sub.add_parser("report", help="write the HTML and Markdown report of a run folder",
+                         description="Write the run report of RUN_DIR: each stage's status, the "
+                         "lineage graph, loss and learning-rate curves of training stages, "
+                         "evaluation tables (model against baseline), data statistics. "
+                         "`lmforge run` writes it at the end of every run.")
+    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (`lmforge "
+                     "run` prints it)")
+    rep.add_argument("-o", "--output", type=Path, metavar="DIR", help="write into DIR "
+                     "(default: RUN_DIR/_report)")
+
     newp = sub.add_parser("new-plugin", help="write a new plugin package to start from",
                           description="Write the package lmforge-NAME (pyproject with the entry "
                           "point, a working example component, tests) into DIR.")
@@ -258,12 +268,16 @@ def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
     try:
         result = runner.run(only=args.only, until=args.until)
     except KeyboardInterrupt:
+        _run_report(runner.run_dir, pipeline, console, announce=main_rank)
         console.print("[yellow]interrupted[/]: finished stages are kept; run the same command "
                       "again to resume")
         return EXIT_INTERRUPTED
+    except LmforgeError:
+        _run_report(runner.run_dir, pipeline, console, announce=main_rank)
+        raise
     finally:
         dist.destroy()
-    _summary(result, console)
+    _summary(result, console, _run_report(runner.run_dir, pipeline, console))
     if not result.ran:
         console.print("nothing to do: every stage was reused (use --force STAGE to rerun one)")
     return EXIT_OK
@@ -379,14 +393,51 @@ def _checked_run_dir(pipeline: Any, option: str | None, resolve: Any, writable: 
                                hint="set run_dir (or --run-dir) to another folder")])
 
 
-def _summary(result: Any, console: Any) -> None:
+def _summary(result: Any, console: Any, report: Path | None = None) -> None:
     """The run summary (see :mod:`lmforge.summary`), on stdout; not on non-main ranks (whose
     ``console`` is quiet)."""
     if getattr(console, "quiet", False):
         return
     from lmforge.summary import print_summary
 
-    print_summary(result, _console(stderr=False))
+    print_summary(result, _console(stderr=False), report=report)
+
+
+def _run_report(run_dir: Path, pipeline: Any, console: Any, announce: bool = False
+                ) -> Path | None:
+    """Write the run report (see :mod:`lmforge.report`) on the main rank; its HTML path, or
+    None. Never fails the run: a problem is a warning. ``announce``: say where it is (a failed or
+    interrupted run prints no summary)."""
+    from lmforge import dist
+
+    if not dist.is_main():
+        return None
+    try:
+        from lmforge.report import write_report
+
+        files = write_report(run_dir, stage_ids=[s.id for s in pipeline.stages],
+                             title=pipeline.spec.name)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome stands without its report
+        console.print(f"[yellow]warning:[/] could not write the run report: "
+                      f"{_esc(type(exc).__name__)}: {_esc(exc)}", markup=True)
+        return None
+    if announce:
+        console.print(f"run report: {_esc(files.html)}")
+    return files.html
+
+
+def cmd_report(args: argparse.Namespace, console: Any) -> int:
+    from lmforge.report import NotARunFolder, write_report
+
+    try:
+        files = write_report(args.run_dir, args.output)
+    except NotARunFolder as exc:
+        raise UsageError(str(exc)) from None
+    out = _console(stderr=False)
+    out.print(f"wrote {_esc(files.html)}\n  and {_esc(files.markdown)} "
+              f"({len(files.plots)} plot{'s' if len(files.plots) != 1 else ''} in "
+              f"{_esc(files.markdown.parent / 'plots')})")
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace, pm: Any, console: Any) -> int:
@@ -553,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "new-plugin":
             return cmd_new_plugin(args, console)
+        if args.command == "report":  # reads a run folder: no plugin needed
+            return cmd_report(args, console)
         pm = _load_plugins(args)
         if args.command != "plugins":
             _warn_failures(pm, console)

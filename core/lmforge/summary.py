@@ -86,8 +86,9 @@ def summarize(result: Any) -> list[StageSummary]:
     return rows
 
 
-def print_summary(result: Any, console: Any) -> list[StageSummary]:
-    """Print the summary of ``result`` on ``console`` (a rich Console); return its rows."""
+def print_summary(result: Any, console: Any, report: Path | None = None) -> list[StageSummary]:
+    """Print the summary of ``result`` on ``console`` (a rich Console); return its rows.
+    ``report``: the run report's HTML file (see :mod:`lmforge.report`), named last."""
     from rich.table import Table
     from rich.text import Text
 
@@ -113,4 +114,6 @@ def print_summary(result: Any, console: Any) -> list[StageSummary]:
             width = max(len(sid) for sid, _ in found)
             for sid, p in found:
                 console.print(Text(f"  {sid:<{width}}  {p}"))
+    if report is not None:
+        console.print(Text(f"run report: {report}"))
     return rows
