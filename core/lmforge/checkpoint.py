@@ -7,8 +7,11 @@ size and sha256 of every file in ``checkpoint.json`` and renames the folder into
 
 * a checkpoint without ``checkpoint.json`` never looks complete;
 * before a resume, :meth:`CheckpointStore.latest_valid` re-hashes the newest checkpoint's files;
-  a checkpoint whose bytes changed or that lost a file is reported by path and set aside
-  (renamed ``bad-step-...``), and the previous valid one is used (or none: a fresh start).
+  a checkpoint whose bytes changed, that lost or gained a file, or whose ``checkpoint.json`` is
+  missing or unreadable is reported by path (an :class:`lmforge.errors.IntegrityWarning`) and
+  set aside (renamed ``bad-step-...``), and the previous valid one is used (or none: a fresh
+  start). :meth:`CheckpointStore.load` verifies too: nothing is read from a checkpoint before
+  its hashes match.
 
 Nested state (e.g. ``optimizer.state_dict()``) is stored by :func:`write_state` as one
 safetensors file of tensors plus a JSON skeleton (:func:`pack` / :func:`unpack`); nothing is
@@ -107,15 +110,21 @@ class CheckpointStore:
         self.root = Path(root)
         self.keep = keep
         self._on_saved = on_saved
+        self._verified: set[Path] = set()  # checked by this store since it was written or read
 
     def all(self) -> list[Checkpoint]:
         """Committed checkpoints, oldest first (not verified: see :meth:`latest_valid`)."""
+        return [c for c in self._folders() if (c.path / MARKER).is_file()]
+
+    def _folders(self) -> list[Checkpoint]:
+        """Every ``step-XXXXXXXX`` folder, oldest first, with or without its marker (a folder
+        without one was damaged after its commit, or written by an older lmforge)."""
         if not self.root.is_dir():
             return []
         found = []
         for p in self.root.iterdir():
             m = _NAME.match(p.name)
-            if m and p.is_dir() and (p / MARKER).is_file():
+            if m and p.is_dir():
                 found.append(Checkpoint(int(m.group(1)), p))
         return sorted(found, key=lambda c: c.step)
 
@@ -149,8 +158,12 @@ class CheckpointStore:
             os.fsync(fh.fileno())
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in self.all()[:-self.keep] if self.keep > 0 else []:
-            shutil.rmtree(old.path, ignore_errors=True)
+        self._verified.add(final)
+        if self.keep > 0:  # older folders go, a marker-less leftover of a killed prune too
+            oldest_kept = self.all()[-self.keep:][0].step
+            for old in self._folders():
+                if old.step < oldest_kept:
+                    shutil.rmtree(old.path, ignore_errors=True)
         if self._on_saved:
             self._on_saved(step, final)
         return final
@@ -162,45 +175,83 @@ class CheckpointStore:
 
     # -- reading -------------------------------------------------------------------------------
     def verify(self, checkpoint: Checkpoint) -> str | None:
-        """What is wrong with ``checkpoint`` (a missing, resized or changed file, an unreadable
-        marker), or None when every file matches the hashes recorded at commit."""
+        """What is wrong with ``checkpoint`` (a missing, resized, changed or unrecorded file, a
+        missing or unreadable marker), or None when its files are exactly those hashed at
+        commit."""
         from lmforge.fsutil import hash_file
 
+        marker = checkpoint.path / MARKER
+        if not marker.is_file():
+            return f"{MARKER} is missing (the checkpoint was damaged, or written by an older " \
+                   f"lmforge)"
         try:
-            files = json.loads((checkpoint.path / MARKER).read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"{MARKER} is unreadable ({exc})"
-        for rel, rec in files.items():
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+            files = {str(rel): (int(rec["size"]), str(rec["sha256"]))
+                     for rel, rec in doc["files"].items()}
+            step = int(doc["step"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{MARKER} is unreadable ({type(exc).__name__}: {exc})"
+        if step != checkpoint.step:
+            return f"{MARKER} is for step {step}, not {checkpoint.step}"
+        on_disk = {str(f.relative_to(checkpoint.path)) for f in checkpoint.path.rglob("*")
+                   if f.is_file()} - {MARKER}
+        for rel in sorted(set(files) | on_disk):
+            if rel not in files:
+                return f"{rel} was not written by the checkpoint"
+            size, digest = files[rel]
             f = checkpoint.path / rel
             if not f.is_file():
                 return f"{rel} is missing"
-            if f.stat().st_size != rec["size"]:
-                return f"{rel} has {f.stat().st_size} bytes, {rec['size']} were written"
-            if hash_file(f) != rec["sha256"]:
+            if f.stat().st_size != size:
+                return f"{rel} has {f.stat().st_size} bytes, {size} were written"
+            if hash_file(f) != digest:
                 return f"{rel} does not match the sha256 recorded when it was written"
         return None
 
     def latest_valid(self) -> Checkpoint | None:
         """The newest checkpoint that passes :meth:`verify`. Each bad one met on the way is
-        reported (a warning naming its path and the problem) and set aside as
-        ``bad-step-...``, so it is never resumed from."""
-        for ckpt in reversed(self.all()):
+        reported (an :class:`~lmforge.errors.IntegrityWarning` naming its path and the
+        problem) and set aside as ``bad-step-...``, so it is never resumed from."""
+        from lmforge.errors import IntegrityWarning
+
+        for ckpt in reversed(self._folders()):
             problem = self.verify(ckpt)
             if problem is None:
+                self._verified.add(ckpt.path)
                 return ckpt
-            aside = ckpt.path.with_name(f"bad-{ckpt.path.name}")
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(ckpt.path, aside)
-            warnings.warn(f"checkpoint {ckpt.path} is corrupt ({problem}); set aside as "
-                          f"{aside.name}, falling back to an earlier checkpoint", stacklevel=2)
+            aside = self._set_aside(ckpt)
+            older = [c for c in self._folders() if c.step < ckpt.step]
+            then = (f"falling back to the previous checkpoint ({older[-1].path.name})" if older
+                    else "no earlier checkpoint: the stage starts over")
+            warnings.warn(IntegrityWarning(
+                f"checkpoint {ckpt.path} is corrupt: {problem}; it is not used (set aside as "
+                f"{aside}), {then}"), stacklevel=2)
         return None
 
+    def _set_aside(self, checkpoint: Checkpoint) -> Path:
+        aside = checkpoint.path.with_name(f"bad-{checkpoint.path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(checkpoint.path, aside)
+        self._verified.discard(checkpoint.path)
+        return aside
+
     def load(self, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
-        """Load what :meth:`save` wrote (the latest checkpoint by default)."""
-        checkpoint = checkpoint or self.latest()
+        """Load what :meth:`save` wrote: from ``checkpoint`` (verified first; a corrupt one is
+        an error naming it), by default from :meth:`latest_valid`."""
+        from lmforge.errors import LmforgeError
+
         if checkpoint is None:
-            raise FileNotFoundError(f"no checkpoint under {self.root}")
+            checkpoint = self.latest_valid()
+            if checkpoint is None:
+                raise FileNotFoundError(f"no valid checkpoint under {self.root}")
+        elif checkpoint.path not in self._verified:
+            problem = self.verify(checkpoint)
+            if problem is not None:
+                raise LmforgeError(f"checkpoint {checkpoint.path} is corrupt: {problem}; it was "
+                                   f"not loaded (use latest_valid() to fall back to a valid one)")
+            self._verified.add(checkpoint.path)
         return read_state(checkpoint.path, "state")
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        self._verified.clear()

@@ -7,9 +7,10 @@ Exit codes: 0 success; 1 a stage failed at run time; 2 the spec or the command l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,15 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides (see below)")
 
 
+def _verify_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify", choices=("hash", "size"), default="hash",
+                   help="before reusing a finished stage, check that its output files still "
+                   "match the sizes and sha256 recorded when they were written (hash, the "
+                   "default: every file is read again), or their sizes only (size: instant, "
+                   "misses a same-size change). Checkpoints are always re-hashed before a "
+                   "resume")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _plugin_options(top=False)
     parser = argparse.ArgumentParser(
@@ -113,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--only", metavar="STAGE", help="run only STAGE (its inputs must exist)")
     sel.add_argument("--until", metavar="STAGE", help="run STAGE and what it depends on")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _verify_arg(run)
     run.add_argument("--nproc", type=_positive_int, metavar="N", help="launch N worker processes on this "
                      "machine (through torch.distributed.run) and run the pipeline on all of "
                      "them; stages with a distributed backend (ddp, fsdp2) train on every rank. "
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "or run, and the estimates plugins give (parameters, tokens, FLOPs).")
     _spec_args(plan)
     plan.add_argument("--run-dir", help="run directory to compare with")
+    _verify_arg(plan)
 
     schema = sub.add_parser("schema", parents=[common], help="print the JSON Schema of specs",
                             description="Print one JSON Schema covering every installed "
@@ -214,7 +226,7 @@ def cmd_plan(args: argparse.Namespace, pm: Any, console: Any) -> int:
 
     pipeline = _validated(args, pm)
     run_dir = _checked_run_dir(pipeline, args.run_dir, resolve_run_dir, writable=False)
-    runner = Runner(pipeline, pm, run_dir=run_dir)
+    runner = Runner(pipeline, pm, run_dir=run_dir, verify=args.verify)
     out = _console(stderr=False)
     table = Table(title=f"{_esc(pipeline.spec.name)}: {_esc(runner.run_dir)}", show_lines=False)
     for col in ("stage", "kind / plugin", "inputs", "action", "estimates"):
@@ -260,13 +272,15 @@ def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
         return _launch_workers(args, console)
     main_rank = dist.is_main()
     runner = Runner(pipeline, pm, run_dir=run_dir,
-                    progress=Progress(enabled=not args.quiet and main_rank), force=set(args.force))
+                    progress=Progress(enabled=not args.quiet and main_rank), force=set(args.force),
+                    verify=args.verify)
     if not main_rank:  # rank 0 speaks for the run
         console.quiet = True
     console.print(f"[bold]{_esc(pipeline.spec.name)}[/] → {_esc(runner.run_dir)}"
                   + (f" ({dist.world_size()} ranks)" if dist.is_distributed() else ""))
     try:
-        result = runner.run(only=args.only, until=args.until)
+        with _integrity_warnings(console):
+            result = runner.run(only=args.only, until=args.until)
     except KeyboardInterrupt:
         _run_report(runner.run_dir, pipeline, console, announce=main_rank)
         console.print("[yellow]interrupted[/]: finished stages are kept; run the same command "
@@ -281,6 +295,29 @@ def cmd_run(args: argparse.Namespace, pm: Any, console: Any) -> int:
     if not result.ran:
         console.print("nothing to do: every stage was reused (use --force STAGE to rerun one)")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _integrity_warnings(console: Any) -> Iterator[None]:
+    """Print each :class:`lmforge.errors.IntegrityWarning` (a corrupt checkpoint set aside, a
+    stage run again because its outputs changed) as a ``warning:`` line when it happens; other
+    warnings as Python prints them."""
+    import warnings
+
+    from lmforge.errors import IntegrityWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", IntegrityWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, IntegrityWarning):
+                console.print(f"[yellow]warning:[/] {_esc(message)}", markup=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 def _positive_int(text: str) -> int:

@@ -70,3 +70,9 @@ class StageFailed(LmforgeError):
         self.stage_id, self.plugin, self.cause = stage_id, plugin, cause
         super().__init__(f"stage {stage_id!r} (plugin {plugin!r}) failed: "
                          f"{type(cause).__name__}: {cause}")
+
+
+class IntegrityWarning(UserWarning):
+    """Data on disk no longer matches the hashes recorded when it was written (a checkpoint set
+    aside, a stage's output that changed): it is not used, and the message says what was found
+    and what happens instead. The CLI prints these as ``warning:`` lines."""

@@ -34,6 +34,7 @@ import os
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any
 from lmforge import dist
 from lmforge._version import __version__
 from lmforge.checkpoint import CheckpointStore
-from lmforge.errors import LmforgeError, StageFailed, StageInputError
+from lmforge.errors import IntegrityWarning, LmforgeError, StageFailed, StageInputError
 from lmforge.fsutil import atomic_write_text, combine_hashes, file_hashes
 from lmforge.plugins import PluginManager
 from lmforge.progress import Progress
@@ -75,10 +76,13 @@ def stage_key(plan: StagePlan, seed: int, inputs: Mapping[str, Artifact]) -> str
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's manifest, or None when there is none or it cannot be read (not UTF-8, not
+    JSON, not an object): such a stage counts as never run."""
     try:
-        return json.loads((stage_dir / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        doc = json.loads((stage_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _write_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> None:
@@ -98,35 +102,48 @@ def artifacts_from_manifest(stage_dir: Path, manifest: Mapping[str, Any]) -> dic
     return out
 
 
-def changed_outputs(stage_dir: Path, manifest: Mapping[str, Any]) -> str | None:
-    """Why the outputs of a complete stage cannot be reused (a missing folder, or a file that
-    is missing, added, resized or whose sha256 differs from what was recorded when it was
-    written), or None when they are intact."""
-    for name, rec in manifest.get("outputs", {}).items():
-        path = stage_dir / rec["path"]
-        if not path.is_dir():
-            return f"output {name!r} is missing on disk ({path})"
-        recorded = rec.get("files")
-        if recorded is None:  # a manifest from before per-file hashes: compare the folder hash
-            if combine_hashes(file_hashes(path)) != rec["hash"]:
-                return f"output {name!r} changed on disk ({path})"
-            continue
-        for rel in sorted(set(recorded) | {str(p.relative_to(path)) for p in path.rglob("*")
-                                           if p.is_file() and not any(
-                                               part.startswith(".")
-                                               for part in p.relative_to(path).parts)}):
-            f = path / rel
-            if rel not in recorded:
-                return f"output {name!r} has a file that was not written by the stage: {f}"
-            if not f.is_file():
-                return f"output {name!r} lost {f}"
-            size, digest = recorded[rel]
-            if f.stat().st_size != size:
-                return f"{f} has {f.stat().st_size} bytes, {size} were written"
-            from lmforge.fsutil import hash_file
+#: ``--verify`` levels: what is checked of a complete stage's outputs before they are reused.
+VERIFY_LEVELS = ("hash", "size")
 
-            if hash_file(f) != digest:
-                return f"{f} does not match the sha256 recorded when it was written"
+
+def changed_outputs(stage_dir: Path, manifest: Mapping[str, Any],
+                    verify: str = "hash") -> str | None:
+    """Why the outputs of a complete stage cannot be reused (a missing folder, or a file that
+    is missing, added, resized or -- with ``verify="hash"`` -- whose sha256 differs from what
+    was recorded when it was written), or None when they are intact. ``verify="size"`` skips
+    the re-hash: a same-size change goes unnoticed."""
+    from lmforge.fsutil import hash_file
+
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {VERIFY_LEVELS}, not {verify!r}")
+    try:
+        outputs = dict(manifest.get("outputs") or {})
+        for name, rec in outputs.items():
+            path = stage_dir / rec["path"]
+            if not path.is_dir():
+                return f"output {name!r} is missing on disk ({path})"
+            recorded = rec.get("files")
+            if recorded is None:  # a manifest from before per-file hashes: the folder hash
+                if combine_hashes(file_hashes(path)) != rec["hash"]:
+                    return f"output {name!r} changed on disk ({path})"
+                continue
+            on_disk = {str(p.relative_to(path)) for p in path.rglob("*")
+                       if p.is_file() and not any(part.startswith(".")
+                                                  for part in p.relative_to(path).parts)}
+            for rel in sorted(set(recorded) | on_disk):
+                f = path / rel
+                if rel not in recorded:
+                    return f"output {name!r} has a file that was not written by the stage: {f}"
+                if not f.is_file():
+                    return f"output {name!r} lost {f}"
+                size, digest = recorded[rel]
+                if f.stat().st_size != size:
+                    return f"{f} has {f.stat().st_size} bytes, {size} were written"
+                if verify == "hash" and hash_file(f) != digest:
+                    return f"{f} does not match the sha256 recorded when it was written"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"{stage_dir / MANIFEST} does not describe the outputs readably " \
+               f"({type(exc).__name__}: {exc})"
     return None
 
 
@@ -184,6 +201,7 @@ class StageStatus:
     action: str  # reuse | run | resume
     key: str | None
     reason: str
+    damaged: bool = False  # run because its manifest or outputs no longer match what was written
 
 
 class Runner:
@@ -191,12 +209,15 @@ class Runner:
 
     def __init__(self, pipeline: ValidatedPipeline, plugins: PluginManager, *,
                  run_dir: Path | None = None, progress: Progress | None = None,
-                 force: set[str] | None = None) -> None:
+                 force: set[str] | None = None, verify: str = "hash") -> None:
         self.pipeline = pipeline
         self.plugins = plugins
         self.run_dir = run_dir or resolve_run_dir(pipeline)
         self.progress = progress or Progress(enabled=False)
         self.force = set(force or ())
+        if verify not in VERIFY_LEVELS:
+            raise LmforgeError(f"verify must be one of {', '.join(VERIFY_LEVELS)}, not {verify!r}")
+        self.verify = verify  # what is checked of a complete stage's outputs before reuse
         unknown = self.force - {s.id for s in pipeline.stages}
         if unknown:
             raise LmforgeError(f"--force names unknown stage(s): {', '.join(sorted(unknown))}")
@@ -225,21 +246,33 @@ class Runner:
         if plan.id in self.force:
             return StageStatus("run", key, "forced")
         if manifest is None:
+            if (stage_dir / MANIFEST).exists():
+                return StageStatus("run", key, f"{stage_dir / MANIFEST} is unreadable",
+                                   damaged=True)
             return StageStatus("run", key, "not run yet")
         if manifest.get("key") != key:
             return StageStatus("run", key, "config, plugin or inputs changed")
         if manifest.get("status") == "complete":
-            problem = changed_outputs(stage_dir, manifest)
+            problem = changed_outputs(stage_dir, manifest, self.verify)
             if problem:
-                return StageStatus("run", key, f"outputs changed on disk: {problem}")
+                return StageStatus("run", key, f"outputs changed on disk: {problem}",
+                                   damaged=True)
             return StageStatus("reuse", key, "unchanged")
         return StageStatus("resume", key, f"previous attempt {manifest.get('status')}")
 
-    def existing_artifacts(self, stage_id: str) -> dict[str, Artifact] | None:
-        """The outputs of a complete stage on disk, if any."""
+    def existing_artifacts(self, stage_id: str, check: bool = False
+                           ) -> dict[str, Artifact] | None:
+        """The outputs of a complete stage on disk, if any. ``check``: verified first (see
+        ``verify``); outputs that changed on disk are an error naming the file."""
         stage_dir = self.run_dir / stage_id
         manifest = read_manifest(stage_dir)
         if manifest and manifest.get("status") == "complete":
+            problem = changed_outputs(stage_dir, manifest, self.verify) if check else None
+            if problem:
+                raise LmforgeError(
+                    f"the outputs of stage {stage_id!r} changed on disk since it completed: "
+                    f"{problem}; they are not used. Run stage {stage_id!r} again (without "
+                    f"--only, or with --only {stage_id})")
             return artifacts_from_manifest(stage_dir, manifest)
         return None
 
@@ -301,12 +334,24 @@ class Runner:
                     ) -> dict[str, Artifact]:
         inputs = {}
         for slot, (src, out_name) in plan.inputs.items():
-            artifacts = produced.get(src) or self.existing_artifacts(src)
+            artifacts = produced.get(src)
+            if not artifacts:
+                # A stage outside this run's selection (--only): its outputs are verified (on
+                # the main rank) as a reused stage's are, and every rank stops if they changed.
+                artifacts, problem = dist.main_decides(lambda src=src: self._verified_outputs(src))
+                if problem:
+                    raise LmforgeError(problem)
             if not artifacts or out_name not in artifacts:
                 raise LmforgeError(f"stage {plan.id!r} needs {src}.{out_name}, which has not been "
                                    f"built yet in {self.run_dir}; run without --only first")
             inputs[slot] = artifacts[out_name]
         return inputs
+
+    def _verified_outputs(self, stage_id: str) -> tuple[dict[str, Artifact] | None, str | None]:
+        try:
+            return self.existing_artifacts(stage_id, check=True), None
+        except LmforgeError as exc:
+            return None, str(exc)
 
     def _run_stage(self, plan: StagePlan, inputs: dict[str, Artifact]
                    ) -> tuple[StageOutcome, dict[str, Artifact]]:
@@ -338,8 +383,13 @@ class Runner:
             "started": time.time(),
         }
         if main:
+            if st.damaged:
+                warnings.warn(IntegrityWarning(f"stage {plan.id!r} runs again: {st.reason}"),
+                              stacklevel=2)
             if not resumed and stage_dir.exists():
                 shutil.rmtree(stage_dir)
+            elif resumed:  # what a killed attempt left of its outputs is never part of them
+                shutil.rmtree(stage_dir / "outputs", ignore_errors=True)
             stage_dir.mkdir(parents=True, exist_ok=True)
             _write_manifest(stage_dir, manifest)
         dist.barrier()

@@ -9,7 +9,8 @@ and :meth:`Stage.run`. A stage:
   records it in the manifest only after ``run`` returns, so a partial output is never complete;
 * logs metrics with ``ctx.log(step, {...})`` and long work with ``ctx.progress(...)``;
 * checkpoints through ``ctx.checkpoints`` and, when re-run after an interruption, resumes from
-  ``ctx.checkpoints.latest()`` (``ctx.resumed`` tells it that a previous attempt exists);
+  ``ctx.checkpoints.latest_valid()`` (``ctx.resumed`` tells it that a previous attempt exists;
+  a checkpoint whose files no longer match their hashes is reported and skipped);
 * returns a mapping of headline metrics for the manifest and the summary table.
 
 Errors the user can fix (a missing file, a bad record) are raised as :class:`StageInputError`
@@ -186,8 +187,13 @@ class StageContext:
             return
         from lmforge.fsutil import atomic_write_text
 
-        kept = [line for line in self._metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= after_step]
+        kept = []
+        for line in self._metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:  # a line cut short when the process was killed mid-write is dropped
+                if int(json.loads(line)["step"]) <= after_step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
         atomic_write_text(self._metrics_path, "".join(line + "\n" for line in kept))
 
     @property

@@ -1,5 +1,7 @@
 """The summary ``lmforge run`` prints at the end (on stdout): one row per stage with what
-happened to it, its time and a headline metric, then where the reports and exported models are.
+happened to it, its time and a headline metric, then why stages ran (unless for the first time:
+a changed config or input, outputs damaged on disk, a resumed attempt ...), then where the reports
+and exported models are.
 
 :func:`summarize` turns a :class:`lmforge.runner.RunResult` (plus the stages' manifests, for
 ``resumed`` and the output paths) into :class:`StageSummary` rows; :func:`print_summary` renders
@@ -17,6 +19,8 @@ from typing import Any
 #: stage is "run", or "resumed" when its manifest says it continued an interrupted attempt.
 STATUS_NAMES = {"complete": "run", "reused": "reused", "failed": "failed",
                 "interrupted": "interrupted", "skipped": "skipped"}
+#: Reasons to run a stage that go without saying (not listed under the table).
+QUIET_REASONS = ("not run yet",)
 #: Artifact kinds listed under the table, with their heading.
 LISTED_OUTPUTS = {"report": "reports", "hf-model": "exported models"}
 
@@ -31,6 +35,7 @@ class StageSummary:
     seconds: float  # time of this run; for a reused stage, of the run that made it
     headline: str  # "name=value", or "" when the stage returned no metric
     outputs: list[tuple[str, Path]] = field(default_factory=list)  # (artifact kind, path)
+    reason: str = ""  # why a stage that ran did (its manifest's reason), "" when reused
 
 
 def headline(metrics: Mapping[str, Any]) -> str:
@@ -80,9 +85,10 @@ def summarize(result: Any) -> list[StageSummary]:
                 if kind in LISTED_OUTPUTS and rec.get("path"):
                     path = Path(result.run_dir) / s.stage_id / rec["path"]
                     outputs.append((kind, _shown_path(kind, path)))
+        reason = str(manifest.get("reason") or "") if status in ("run", "resumed") else ""
         rows.append(StageSummary(stage_id=s.stage_id, plugin=s.plugin, status=status,
                                  seconds=float(s.seconds or 0.0), headline=headline(s.metrics),
-                                 outputs=outputs))
+                                 outputs=outputs, reason=reason))
     return rows
 
 
@@ -107,6 +113,12 @@ def print_summary(result: Any, console: Any, report: Path | None = None) -> list
     if any(r.status == "reused" for r in rows):
         console.print(Text("(time in parentheses: of the earlier run whose result was reused)",
                            style="dim"))
+    why = [(r.stage_id, r.reason) for r in rows if r.reason and r.reason not in QUIET_REASONS]
+    if why:  # a stage that ran again says why (changed config or inputs, damaged outputs ...)
+        console.print("why stages ran:")
+        width = max(len(sid) for sid, _ in why)
+        for sid, reason in why:
+            console.print(Text(f"  {sid:<{width}}  {reason}"))
     for kind, heading in LISTED_OUTPUTS.items():
         found = [(r.stage_id, p) for r in rows for k, p in r.outputs if k == kind]
         if found:

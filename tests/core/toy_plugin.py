@@ -67,7 +67,7 @@ class Accumulate(Stage):
     def run(self) -> dict[str, Any]:
         counts = json.loads((self.ctx.input("counts").path / "counts.json").read_text())
         total, start = 0.0, 0
-        latest = self.ctx.checkpoints.latest()
+        latest = self.ctx.checkpoints.latest_valid() if self.ctx.resumed else None
         if self.ctx.resumed and latest is not None:
             import torch
 
