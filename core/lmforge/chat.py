@@ -142,28 +142,36 @@ def load_tokenizer(path: Path) -> TokenizerArtifact:
                              eos_id=tok.token_to_id(EOS), pad_id=tok.token_to_id(PAD), path=path)
 
 
-def tokenizer_files(model_max_length: int) -> dict[str, dict[str, Any]]:
+def tokenizer_files(model_max_length: int, bos_token: str | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """``tokenizer_config.json`` and ``special_tokens_map.json`` of a tokenizer artifact, so that
-    ``transformers.AutoTokenizer`` loads it with lmforge's chat template."""
+    ``transformers.AutoTokenizer`` loads it with lmforge's chat template. ``bos_token`` names the
+    tokenizer's BOS when it has one (e.g. an imported Llama's ``<s>``); it is never added to
+    encodings (``add_bos_token: false``)."""
     extra = [t for t in SPECIAL_TOKENS if t not in (EOS, PAD)]
+    specials: dict[str, Any] = {"eos_token": EOS, "pad_token": PAD,
+                                "additional_special_tokens": extra}
+    if bos_token is not None:
+        specials["bos_token"] = bos_token
     return {
         "tokenizer_config.json": {
             "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": jinja_template(),
-            "eos_token": EOS, "pad_token": PAD, "bos_token": None, "unk_token": None,
+            "eos_token": EOS, "pad_token": PAD, "bos_token": bos_token, "unk_token": None,
             "additional_special_tokens": extra, "model_max_length": int(model_max_length),
             "clean_up_tokenization_spaces": False, "add_bos_token": False,
             "add_eos_token": False,
         },
-        "special_tokens_map.json": {"eos_token": EOS, "pad_token": PAD,
-                                    "additional_special_tokens": extra},
+        "special_tokens_map.json": specials,
     }
 
 
 def save_tokenizer_artifact(out: Path, tokenizer: tokenizers.Tokenizer,
-                            model_max_length: int) -> dict[str, Any]:
+                            model_max_length: int, bos_token: str | None = None
+                            ) -> dict[str, Any]:
     """Write ``tokenizer.json`` and the transformers files of a ``tokenizer`` artifact into
     ``out`` (each atomically); returns the artifact meta (``vocab_size``, special token ids) for
-    ``artifact.json``. The tokenizer must contain every token of :data:`SPECIAL_TOKENS`."""
+    ``artifact.json``. The tokenizer must contain every token of :data:`SPECIAL_TOKENS` (and
+    ``bos_token``, when given)."""
     import os
 
     from lmforge.fsutil import atomic_write_text
@@ -171,12 +179,14 @@ def save_tokenizer_artifact(out: Path, tokenizer: tokenizers.Tokenizer,
     missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
     if missing:
         raise ValueError(f"the tokenizer lacks lmforge's special tokens {missing}")
+    if bos_token is not None and tokenizer.token_to_id(bos_token) is None:
+        raise ValueError(f"the tokenizer has no token {bos_token!r} to be its BOS")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".tokenizer.json.tmp"
     tokenizer.save(str(tmp))
     os.replace(tmp, out / "tokenizer.json")
-    for name, content in tokenizer_files(model_max_length).items():
+    for name, content in tokenizer_files(model_max_length, bos_token).items():
         atomic_write_text(out / name, json.dumps(content, indent=2))
     return {"vocab_size": tokenizer.get_vocab_size(),
             "special_tokens": {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}}

@@ -110,11 +110,26 @@ class HFImportStage(Stage):
             "architecture": arch.model_dump(mode="json"), "vocab_size": vocab,
             "parameters": params, "stage": sid, "imported_from": str(path),
             "hf_model_type": hf_config.get("model_type"), "added_rows": grown})
-        meta = save_tokenizer_artifact(self.ctx.output_dir("tokenizer"), tok, arch.max_seq_len)
+        meta = save_tokenizer_artifact(self.ctx.output_dir("tokenizer"), tok, arch.max_seq_len,
+                                       bos_token=_source_bos(path, tok))
         self.ctx.write_artifact_meta("tokenizer", {**meta, "imported_from": str(path),
                                                    "added_tokens": added})
         return {"parameters": params, "vocab_size": vocab, "added_tokens": len(added),
                 "architecture": arch.type}
+
+
+def _source_bos(path: Path, tok: Any) -> str | None:
+    """The BOS named by the source's ``tokenizer_config.json`` (a string or an AddedToken dict),
+    if the tokenizer has that token; an export's ``bos_token_id`` then names it too."""
+    file = path / "tokenizer_config.json"
+    try:
+        bos = json.loads(file.read_text(encoding="utf-8")).get("bos_token") if file.is_file() \
+            else None
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(bos, dict):
+        bos = bos.get("content")
+    return bos if isinstance(bos, str) and tok.token_to_id(bos) is not None else None
 
 
 def _grow_rows(weights: dict[str, Any], extra: int, tied: bool) -> dict[str, Any]:

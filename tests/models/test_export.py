@@ -244,3 +244,41 @@ def test_sharded_model_artifact_round_trips(tmp_path: Path, tokenizer_dir: Path)
 
 def test_export_plugin_conforms() -> None:
     assert check_plugin(lmforge_export.plugin) == []
+
+
+@pytest.mark.parametrize("bos", [None, "<|system|>"])
+def test_export_metadata_agrees_with_model_and_tokenizer(tmp_path: Path, tokenizer_dir: Path,
+                                                         bos: str | None) -> None:
+    """Loaded with transformers, the export's tokenizer says the model's context length, and
+    config.json / generation_config.json name the tokenizer's BOS (issue 8): the tokenizer's
+    own when it has one, else EOS, which precedes every pre-training document."""
+    pm = plugin_manager(lmforge_models.plugin, lmforge_export.plugin, FixturePlugin())
+    tok_dir = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, tok_dir)
+    tc = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    assert tc["model_max_length"] != 48  # the artifact's own value (1024) must not leak
+    if bos is not None:
+        tc["bos_token"] = bos
+        (tok_dir / "tokenizer_config.json").write_text(json.dumps(tc))
+    tok = load_tokenizer(tok_dir)
+    arch = pm.component_config_model("architecture", "dense")(
+        type="dense", dim=32, n_layers=1, n_heads=2, max_seq_len=48)
+    from lmforge_models.dense import build
+    save_model(tmp_path / "model", build(arch, tok.vocab_size).state_dict(), arch,
+               tok.vocab_size)
+    run_spec(_spec(tmp_path / "model", tok_dir), pm, tmp_path / "run")
+    out = tmp_path / "run" / "hf" / "outputs" / "hf_model"
+
+    config = transformers.AutoConfig.from_pretrained(out)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    gen = transformers.GenerationConfig.from_pretrained(out)
+    assert config.max_position_embeddings == 48 == hf_tok.model_max_length
+    expected_bos = tok.tokenizer.token_to_id(bos) if bos else tok.eos_id
+    assert hf_tok.bos_token_id == expected_bos
+    assert config.bos_token_id == gen.bos_token_id == hf_tok.bos_token_id
+    assert config.eos_token_id == hf_tok.eos_token_id and config.pad_token_id == hf_tok.pad_token_id
+    # declaring a BOS changes no encoding: the chat template still matches encode_chat
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the cat"}]
+    assert hf_tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"] \
+        == encode_chat(tok.tokenizer, messages)[0]
+    assert hf_tok("hello world")["input_ids"] == tok.encode("hello world")

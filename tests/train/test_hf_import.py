@@ -106,9 +106,16 @@ def test_import_adds_chat_tokens_and_grows_the_embedding(assets: dict[str, Path]
     plain.save(str(tmp_path / "plain.json"))
     hf_dir = tmp_path / "hf-plain"
     original = _hf_llama(hf_dir, plain.get_vocab_size(), tmp_path / "plain.json")
+    # the source's BOS (written as transformers writes an AddedToken) stays the tokenizer's BOS,
+    # so an export's config.json names it (issue 8)
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": {"content": "</s>", "special": True}, "model_max_length": 99}))
     pm = _plugins()
     run_spec(_spec(hf_dir, assets, export=False), pm, tmp_path / "run", until="base")
     art = tmp_path / "run/base/outputs"
+    tok_config = json.loads((art / "tokenizer/tokenizer_config.json").read_text())
+    assert tok_config["bos_token"] == "</s>" and tok_config["model_max_length"] == 64
     tok_meta = json.loads((art / "tokenizer/artifact.json").read_text())
     assert set(tok_meta["added_tokens"]) == {"<|endoftext|>", "<|pad|>", "<|system|>",
                                              "<|user|>", "<|assistant|>", "<|end|>"}
