@@ -3,12 +3,23 @@
 A conversation is a list of ``{"role": "system" | "user" | "assistant", "content": str}``. It is
 rendered as::
 
-    <|user|>\\nHow do I ...?<|end|>\\n<|assistant|>\\nLike this.<|end|>\\n
+    <|user|>How do I ...?<|end|>\\n<|assistant|>Like this.<|end|>\\n
 
 Each role marker and ``<|end|>`` is a special token. Training on chat data puts loss only on the
 tokens of assistant contents and their closing ``<|end|>`` (so the model learns to stop).
-:meth:`ChatFormat.jinja_template` gives the same rendering as a ``transformers`` chat template,
-stored in ``tokenizer_config.json``; a test checks the two agree token for token.
+
+A content follows its role marker directly, with no line break between them: special tokens
+split the text before the byte-level pre-tokenizer runs, so a content is tokenized exactly as on
+its own. With a line break after the marker, a reply that starts with whitespace (indented code,
+a blank line) would merge with that line break into one token straddling the reply's start — a
+first token without loss, a mask that disagrees with transformers', and a reply tokenized
+differently in SFT than after a generation prompt. Now every reply token carries loss, the
+generation prompt ends with ``<|assistant|>`` where the reply's tokens begin, and DPO's
+``encode(reply + <|end|>)`` equals the reply's tokens in the conversation.
+
+:func:`jinja_template` gives the same rendering as a ``transformers`` chat template, stored in
+``tokenizer_config.json``; tests check the two agree token for token, and the loss mask with
+transformers' ``return_assistant_tokens_mask``.
 
 A ``tokenizer`` artifact folder holds ``tokenizer.json`` (Hugging Face ``tokenizers``),
 ``tokenizer_config.json`` and ``special_tokens_map.json`` (so ``transformers.AutoTokenizer``
@@ -64,7 +75,7 @@ def render(messages: Sequence[dict[str, str]], add_generation_prompt: bool = Fal
     spans: list[tuple[int, int]] = []
     pos = 0
     for m in messages:
-        head = f"{role_token(m['role'])}\n"
+        head = role_token(m["role"])
         body = f"{m['content']}{END}"
         parts += [head, body, "\n"]
         start = pos + len(head)
@@ -72,7 +83,7 @@ def render(messages: Sequence[dict[str, str]], add_generation_prompt: bool = Fal
             spans.append((start, start + len(body)))
         pos = start + len(body) + 1
     if add_generation_prompt:
-        parts.append(f"{role_token('assistant')}\n")
+        parts.append(role_token("assistant"))
     return "".join(parts), spans
 
 
@@ -81,13 +92,13 @@ def jinja_template() -> str:
     assistant spans, so ``return_assistant_tokens_mask=True`` works in transformers too)."""
     return (
         "{% for message in messages %}"
-        "{{ '<|' + message['role'] + '|>\n' }}"
+        "{{ '<|' + message['role'] + '|>' }}"
         "{% if message['role'] == 'assistant' %}"
         "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
         "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
         "{{ '\n' }}"
         "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
     )
 
 

@@ -107,7 +107,9 @@ class Env:
         run_dir = self.root / f"run{self.runs}"
         run_spec(self.spec(evaluators, model, baseline, **data), self.pm, run_dir)
         out = run_dir / "ev" / "outputs" / "report"
-        return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+        # bytes, not read_text(): universal newlines would turn a generated "\r" into "\n"
+        return (json.loads((out / "report.json").read_text()),
+                (out / "report.md").read_bytes().decode("utf-8"))
 
 
 def logprob_sum(model: Any, ids: list[int], scored_from: int) -> float:

@@ -282,3 +282,56 @@ def test_export_metadata_agrees_with_model_and_tokenizer(tmp_path: Path, tokeniz
     assert hf_tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"] \
         == encode_chat(tok.tokenizer, messages)[0]
     assert hf_tok("hello world")["input_ids"] == tok.encode("hello world")
+
+
+CODE = [
+    "def f(x):\n    return x + 1\n\n\ndef g(y):\n    if y:\n        return y\n    return 0\n",
+    "class A:\n\tdef m(self):\n\t\treturn 1\n\n\tdef n(self):\n\t\tpass\n",
+    "\n\nSome text.\n\n  Indented two.\n    Indented four.\n",
+] * 30
+REPLIES = ["    return x + 1", "\treturn 1", "\n\nSome text.", "\nreturn y", " leading space",
+           "  \n    mixed", "        return y\n    return 0", "no leading whitespace", "\t\t"]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_chat_mask_trains_every_reply_token_and_agrees_with_transformers(
+        tmp_path: Path, reply: str) -> None:
+    """A reply that starts with whitespace (indented code, a blank line) is trained on from its
+    first character: the role marker's line break does not merge with it (issue 8). lmforge's
+    mask equals transformers' assistant mask on the exported tokenizer, and the reply's tokens
+    are those of the reply alone, as DPO and generation tokenize it."""
+    from lmforge.testing import write_tokenizer_artifact
+
+    tok_dir = write_tokenizer_artifact(tmp_path / "tok", CODE, vocab_size=330)
+    tok = load_tokenizer(tok_dir)
+    assert any(t.startswith("Ċ") and len(t) > 1 for t in tok.tokenizer.get_vocab()), \
+        "the test tokenizer merges a line break with what follows"
+    pm = plugin_manager(lmforge_models.plugin, lmforge_export.plugin, FixturePlugin())
+    arch = pm.component_config_model("architecture", "dense")(
+        type="dense", dim=32, n_layers=1, n_heads=2, max_seq_len=64)
+    from lmforge_models.dense import build
+    save_model(tmp_path / "model", build(arch, tok.vocab_size).state_dict(), arch,
+               tok.vocab_size)
+    run_spec(_spec(tmp_path / "model", tok_dir), pm, tmp_path / "run")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(
+        tmp_path / "run" / "hf" / "outputs" / "hf_model")
+
+    messages = [{"role": "system", "content": "\tbe terse"},
+                {"role": "user", "content": "    write it"},
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": "\nagain"},
+                {"role": "assistant", "content": reply}]
+    ids, mask = encode_chat(tok.tokenizer, messages)
+    hf = hf_tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                    return_assistant_tokens_mask=True)
+    assert hf["input_ids"] == ids
+    assert [bool(m) for m in hf["assistant_masks"]] == mask
+    alone = tok.encode(reply + "<|end|>")
+    trained = [i for i, m in zip(ids, mask) if m]
+    assert trained == alone + alone  # every token of both replies, nothing else
+    assert tok.decode(trained) == (reply + "<|end|>") * 2
+    # the generation prompt ends where a reply begins: prompt + reply = the full encoding
+    prompt, _ = encode_chat(tok.tokenizer, messages[:2], add_generation_prompt=True)
+    assert ids[:len(prompt) + len(alone)] == prompt + alone
+    assert hf_tok.apply_chat_template(messages[:2], tokenize=True, return_dict=True,
+                                      add_generation_prompt=True)["input_ids"] == prompt
