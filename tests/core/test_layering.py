@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "datasets", "wandb", "megatron", "transformers", "pyarrow", "trl")
+HEAVY = ("torch", "datasets", "wandb", "megatron", "transformers", "pyarrow", "trl",
+         "matplotlib")
 
 
 def test_import_linter_contracts_hold():

@@ -45,6 +45,7 @@ class Table:
     rows: list[list[str]]
     css: str = ""  # class of the HTML table (the tests find tables by it)
     numeric: set[int] = field(default_factory=set)  # right-aligned columns
+    folded: str = ""  # HTML: shown folded under this summary line
 
 
 @dataclass
@@ -140,7 +141,8 @@ def lineage_section(data: RunData) -> list[Block]:
     if data.edges:
         blocks.append(Table(["from", "to", "input"],
                             [[e.source, e.target, ", ".join(e.slots)] for e in data.edges],
-                            css="edges"))
+                            css="edges", folded=f"the {len(data.edges)} edges: which stage "
+                            "feeds which, through which input"))
     else:
         blocks.append(Para(["No stage takes another's output."]))
     return blocks
@@ -298,8 +300,8 @@ def build_blocks(data: RunData, plot: Callable[[StageInfo], bytes]) -> list[Bloc
     sections: list[tuple[str, str, list[Block], str]] = [
         ("Stages", "stages", overview(data), ""),
         ("Lineage", "lineage", lineage_section(data) if data.stages else [],
-         "Stages left to right in dependency order; an arrow is an artifact one stage "
-         "takes from another (the input slot is on the arrow in the table below)."),
+         "Stages left to right in dependency order; an arrow is an artifact one stage takes "
+         "from another (hover over it for the input slot; the table below lists them all)."),
         ("Training", "training", training_section(data, plot),
          "Loss and learning rate against the step, from each stage's metrics.jsonl."),
         ("Evaluation", "evaluation", evaluation_section(data), ""),
@@ -335,7 +337,8 @@ th { background: #f3f4f6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 8px 0 12px; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #e5e7eb; }
-#lineage-graph { max-width: none; }
+#lineage-graph { max-width: 100%; height: auto; }
+summary { cursor: pointer; font-size: 14px; color: #374151; }
 """
 
 
@@ -368,8 +371,11 @@ def render_html(blocks: Sequence[Block], out_dir: Path, title: str) -> str:
                 "<tr>" + "".join(f'<td class="num">{escape(c)}</td>' if i in b.numeric
                                  else f"<td>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
                 for r in b.rows)
-            body.append(f'<div class="scroll"><table class="{escape(b.css)}"><thead><tr>{head}'
-                        f"</tr></thead><tbody>{rows}</tbody></table></div>")
+            table = (f'<div class="scroll"><table class="{escape(b.css)}"><thead><tr>{head}'
+                     f"</tr></thead><tbody>{rows}</tbody></table></div>")
+            if b.folded:
+                table = f"<details><summary>{escape(b.folded)}</summary>{table}</details>"
+            body.append(table)
         elif isinstance(b, Plot):
             uri = "data:image/png;base64," + base64.b64encode(b.png).decode("ascii")
             body.append(f'<figure><img class="plot" id="plot-{escape(b.stage_id)}" '
