@@ -170,7 +170,10 @@ class PythonFunctionsConfig(_ReadsFiles):
                          "the real function, rejected = a deterministic plausible-but-wrong "
                          "corruption (flipped operator, off-by-one, swapped or dropped "
                          "statement); 'multiple-choice': which function name fits the "
-                         "docstring summary. Must equal the curate stage's format.")
+                         "docstring summary, the wrong choices being three other functions of "
+                         "the same file (so of the same split: no choice is more familiar to a "
+                         "model than the answer; files with fewer than four names give no "
+                         "question). Must equal the curate stage's format.")
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE),
                                description="Glob patterns of files to skip, matched "
                                "against the path below the fixed folder of `path` ('*' stays "

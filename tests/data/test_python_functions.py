@@ -201,17 +201,23 @@ def test_name_corruption_reads_an_undefined_variable():
 
 
 def test_multiple_choice_mode(package):
-    rows, _ = _mine(package, "multiple-choice")
-    assert len(rows) == 5
+    # wrong choices are the other functions of the answer's file: geometry.py has four usable
+    # names with include_private, strings.py only two (too few for a question)
+    assert _mine(package, "multiple-choice")[0] == []
+    rows, src = _mine(package, "multiple-choice", include_private=True)
+    assert src.skipped == {"syntax_error": 1, "too_few_names_in_file": 2}
+    geometry = {"area_of_circle", "clamp", "_private_helper", "total_of"}
+    assert len(rows) == 4
     answers = set()
     for r in rows:
         name = r["_where"].split()[-1].split(".")[-1]
-        assert len(r["choices"]) == 4 and len(set(r["choices"])) == 4
+        assert len(r["choices"]) == 4 and set(r["choices"]) == geometry
         assert r["choices"][r["answer"]] == name
         assert r["question"].startswith("Which Python function does this: ")
         answers.add(r["answer"])
+    assert {r["choices"][r["answer"]] for r in rows} == geometry  # each name answers once
     assert len(answers) > 1  # the position is randomised
-    assert _mine(package, "multiple-choice")[0] == rows
+    assert _mine(package, "multiple-choice", include_private=True)[0] == rows
 
 
 def test_docstring_summary():

@@ -24,9 +24,8 @@ from lmforge_data.paths import as_list, expand, glob_base, substitute
 from lmforge_data.records import GROUP_KEY, WHERE_KEY
 from lmforge_data.sources.corrupt import corrupt
 
-# Multiple-choice questions wait until this many distinct names have been seen, so distractors
-# are not all drawn from the first file.
-MC_POOL_MIN = 64
+# A multiple-choice question has the answer and this many wrong names, all from one file.
+MC_DISTRACTORS = 3
 
 
 @dataclass(frozen=True)
@@ -209,32 +208,34 @@ class PythonFunctionsSource:
                    GROUP_KEY: self.unit(Path(fn.path))}
 
     def _multiple_choice(self) -> Iterator[dict[str, Any]]:
-        names: list[str] = []  # distinct names in first-seen order: the distractor pool
-        known: set[str] = set()
-        pending: list[MinedFunction] = []
-        for fn in self._functions():
-            if fn.name not in known:
-                known.add(fn.name)
-                names.append(fn.name)
-            pending.append(fn)
-            if len(names) >= MC_POOL_MIN:
-                for p in pending:
-                    yield self._question(p, names)
-                pending = []
-        if len(names) < 4:
-            self.skipped["too_few_names_for_choices"] += len(pending)
-            return
-        for p in pending:
-            yield self._question(p, names)
+        """One question per function; its wrong choices are other functions of the same file.
 
-    def _question(self, fn: MinedFunction, names: list[str]) -> dict[str, Any]:
+        The answer and the distractors are then equally familiar to any model: they lie in the
+        same split (``split_by: source`` holds out whole files), and since every function of a
+        file is asked about, each name is the answer as often as any other. A model that ignores
+        the question scores at chance in expectation. (Distractors drawn from the whole corpus
+        were mostly names of training files, which a trained model prefers, so every model
+        scored below chance.) Files with fewer than four distinct names give no question."""
+        file_fns: list[MinedFunction] = []
+        for fn in self._functions():
+            if file_fns and fn.path != file_fns[0].path:
+                yield from self._file_questions(file_fns)
+                file_fns = []
+            file_fns.append(fn)
+        yield from self._file_questions(file_fns)
+
+    def _file_questions(self, fns: list[MinedFunction]) -> Iterator[dict[str, Any]]:
+        names = list(dict.fromkeys(fn.name for fn in fns))  # distinct, in source order
+        if len(names) < MC_DISTRACTORS + 1:
+            self.skipped["too_few_names_in_file"] += len(fns)
+            return
+        for fn in fns:
+            yield self._question(fn, [n for n in names if n != fn.name])
+
+    def _question(self, fn: MinedFunction, others: list[str]) -> dict[str, Any]:
         rng = self._rng("choices", fn.path, fn.qualname, fn.lineno)
-        distractors: list[str] = []
-        while len(distractors) < 3:
-            pick = names[rng.randrange(len(names))]
-            if pick != fn.name and pick not in distractors:
-                distractors.append(pick)
-        answer = rng.randrange(4)
+        distractors = rng.sample(others, MC_DISTRACTORS)
+        answer = rng.randrange(MC_DISTRACTORS + 1)
         choices = distractors[:answer] + [fn.name] + distractors[answer:]
         return {"question": f"Which Python function does this: {fn.summary}",
                 "choices": choices, "answer": answer, WHERE_KEY: fn.where,
