@@ -321,11 +321,11 @@ def _browser_or_skip() -> str:
 
 
 @pytest.mark.slow
-def test_report_renders_in_headless_chromium_with_the_plots_drawn(real_run, tmp_path):
-    chromium = _browser_or_skip()
+def test_report_renders_in_headless_chromium_with_the_plots_drawn(request, tmp_path):
+    chromium = _browser_or_skip()  # before the run: a skip costs nothing
     from playwright.sync_api import sync_playwright
 
-    run, _ = real_run
+    run, _ = request.getfixturevalue("real_run")
     html = run / REPORT_DIR / "report.html"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
