@@ -258,7 +258,9 @@ class Runner:
                 return StageStatus("run", key, f"outputs changed on disk: {problem}",
                                    damaged=True)
             return StageStatus("reuse", key, "unchanged")
-        return StageStatus("resume", key, f"previous attempt {manifest.get('status')}")
+        was = manifest.get("status")
+        return StageStatus("resume", key, "previous attempt was killed (its manifest still says "
+                           "running)" if was == "running" else f"previous attempt {was}")
 
     def existing_artifacts(self, stage_id: str, check: bool = False
                            ) -> dict[str, Artifact] | None:
@@ -390,31 +392,39 @@ class Runner:
                 shutil.rmtree(stage_dir)
             elif resumed:  # what a killed attempt left of its outputs is never part of them
                 shutil.rmtree(stage_dir / "outputs", ignore_errors=True)
+                if not CheckpointStore(stage_dir / "checkpoints").all():
+                    # nothing to resume from: the stage starts over, its metrics too (a stage
+                    # that resumes a checkpoint truncates them to it: ctx.truncate_metrics)
+                    (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
             stage_dir.mkdir(parents=True, exist_ok=True)
             _write_manifest(stage_dir, manifest)
         dist.barrier()
+        everywhere = manifest["ranks"] == "all"
         ctx = StageContext(
             stage_id=plan.id, component=c, stage_dir=stage_dir, inputs=inputs,
             outputs=plan.outputs, plugins=self.plugins, seed=manifest["seed"], resumed=resumed,
             progress=self.progress if main else Progress(enabled=False),
             checkpoints=CheckpointStore(stage_dir / "checkpoints"),
-            rank=dist.rank(), world_size=dist.world_size(),
+            rank=dist.rank() if everywhere else 0,
+            world_size=dist.world_size() if everywhere else 1,
         )
         ctx.checkpoints._on_saved = ctx.checkpoint_saved
         self._lifecycle("lmforge_stage_start", stage_id=plan.id, kind=c.stage_kind,
                         plugin=c.name, config=config_json, stage_dir=stage_dir,
                         resumed=resumed)
         start = time.monotonic()
-        everywhere = manifest["ranks"] == "all"
         error: BaseException | None = None
         metrics: dict[str, Any] = {}
         if everywhere or main:
-            try:
-                stage = c.load_factory()(plan.config, ctx)
-                stage.check()
-                metrics = dict(stage.run() or {})
-            except BaseException as exc:  # noqa: BLE001 - reported below, then re-raised
-                error = exc
+            # A main-only stage runs as a world of one: its collectives must not wait for the
+            # ranks that are waiting for it.
+            with contextlib.nullcontext() if everywhere else dist.solo():
+                try:
+                    stage = c.load_factory()(plan.config, ctx)
+                    stage.check()
+                    metrics = dict(stage.run() or {})
+                except BaseException as exc:  # noqa: BLE001 - reported below, then re-raised
+                    error = exc
         if everywhere and error is not None:
             # A rank that fails while others may sit in a collective must not wait for them:
             # it records the failure and raises; the launcher then stops the other ranks.

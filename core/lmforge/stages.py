@@ -181,20 +181,31 @@ class StageContext:
         self.plugins.call_lifecycle("lmforge_metrics", stage_id=self.stage_id, step=int(step),
                                     metrics=clean)
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """Drop metrics records with ``step > after_step`` (used when resuming a checkpoint)."""
+    def truncate_metrics(self, after_step: int, records: int | None = None) -> None:
+        """Drop metrics records with ``step > after_step`` (used when resuming a checkpoint);
+        with ``records`` (what :meth:`metrics_records` said when the checkpoint was taken),
+        also every record logged after that, at any step."""
         if not self.is_main or not self._metrics_path.exists():
             return
         from lmforge.fsutil import atomic_write_text
 
         kept = []
         for line in self._metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if records is not None and len(kept) >= records:
+                break
             try:  # a line cut short when the process was killed mid-write is dropped
                 if int(json.loads(line)["step"]) <= after_step:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
         atomic_write_text(self._metrics_path, "".join(line + "\n" for line in kept))
+
+    def metrics_records(self) -> int:
+        """How many metrics records the stage has logged so far (main rank; 0 elsewhere)."""
+        if not self.is_main or not self._metrics_path.exists():
+            return 0
+        with self._metrics_path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
 
     @property
     def last_metrics(self) -> dict[str, Any]:

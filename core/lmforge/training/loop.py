@@ -240,6 +240,7 @@ class Trainer:
         self._window: dict[str, float] = {}
         self._window_steps = 0
         self._last_logged = float("nan")
+        self._metrics_records: int | None = None  # logged before the checkpoint resumed from
         ctx.checkpoints.keep = loop.keep_checkpoints
 
     # -- checkpoint state ------------------------------------------------------------------
@@ -251,7 +252,8 @@ class Trainer:
             "world_size": self.backend.world_size,
             "data": dict(self.data_state),
             "progress": {"tokens_seen": self.tokens_seen, "window": dict(self._window),
-                         "window_steps": self._window_steps, "last_logged": self._last_logged},
+                         "window_steps": self._window_steps, "last_logged": self._last_logged,
+                         "metrics_records": self.ctx.metrics_records()},
         }
 
     def load_trainer_state(self, state: Mapping[str, Any]) -> None:
@@ -275,6 +277,7 @@ class Trainer:
         self._window = {k: float(v) for k, v in prog["window"].items()}
         self._window_steps = int(prog["window_steps"])
         self._last_logged = float(prog["last_logged"])
+        self._metrics_records = prog.get("metrics_records")
 
     def save_checkpoint(self) -> None:
         """Collective: every rank writes its part into the staging folder, the main rank
@@ -308,8 +311,8 @@ class Trainer:
         rng = path / f"rng-rank{self.backend.rank}.json"
         if rng.is_file():
             restore_rng(read_state(path, f"rng-rank{self.backend.rank}"))
-        if self.backend.is_main:
-            self.ctx.truncate_metrics(self.step)
+        if self.backend.is_main:  # records logged after the checkpoint go (final heldout too)
+            self.ctx.truncate_metrics(self.step, self._metrics_records)
         return self.step
 
     def model_state(self) -> dict[str, torch.Tensor] | None:
