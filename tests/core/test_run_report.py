@@ -176,6 +176,19 @@ def test_run_writes_the_report_and_its_summary_names_it(real_run):
 
 
 @pytest.mark.slow
+def test_a_rerun_that_reuses_every_stage_leaves_the_report_untouched(real_run, capsys):
+    run, _ = real_run
+    files = sorted((run / REPORT_DIR).rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert main(["run", str(run.parent / "pipeline.yaml"), "--run-dir", str(run), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "nothing to do: every stage was reused" in out.err
+    assert f"run report: {run / REPORT_DIR / 'report.html'}" in out.out
+    assert sorted((run / REPORT_DIR).rglob("*")) == files
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+@pytest.mark.slow
 def test_report_tables_hold_the_recorded_numbers(real_run):
     run, _ = real_run
     html = (run / REPORT_DIR / "report.html").read_text()

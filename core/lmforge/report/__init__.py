@@ -52,10 +52,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *,
 
     ``stage_ids`` (a pipeline's stages, in order) limits it to those stages and lists the ones
     not run yet; by default every stage folder of ``run_dir`` is in it. Each file is written
-    atomically; plots of stages no longer in the report are removed. Raises
+    atomically, and only if its content changed (the report holds no clock time of its own, so
+    a run that reused every stage leaves it untouched); plots of stages no longer in the report
+    are removed. Raises
     :class:`NotARunFolder` when ``run_dir`` holds no stage.
     """
-    from lmforge.fsutil import atomic_write_bytes, atomic_write_text
+    from lmforge.fsutil import atomic_write_bytes
     from lmforge.report.plots import training_figure
     from lmforge.report.render import Plot, build_blocks, render_html, render_markdown
 
@@ -65,8 +67,18 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *,
     blocks = build_blocks(data, training_figure)
     plots = [b for b in blocks if isinstance(b, Plot)]
     written = []
+
+    def write(path: Path, content: bytes) -> None:
+        # An unchanged file is left alone: rerunning a finished pipeline rewrites nothing.
+        try:
+            if path.read_bytes() == content:
+                return
+        except OSError:
+            pass
+        atomic_write_bytes(path, content)
+
     for p in plots:
-        atomic_write_bytes(out / p.file_name, p.png)
+        write(out / p.file_name, p.png)
         written.append(out / p.file_name)
     plot_dir = out / "plots"
     if plot_dir.is_dir():
@@ -74,6 +86,6 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *,
             if stale not in written:
                 stale.unlink(missing_ok=True)
     html, md = out / "report.html", out / "report.md"
-    atomic_write_text(md, render_markdown(blocks, out))
-    atomic_write_text(html, render_html(blocks, out, f"lmforge run report: {data.title}"))
+    write(md, render_markdown(blocks, out).encode("utf-8"))
+    write(html, render_html(blocks, out, f"lmforge run report: {data.title}").encode("utf-8"))
     return ReportFiles(html=html, markdown=md, plots=written)

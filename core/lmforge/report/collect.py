@@ -53,6 +53,7 @@ class StageInfo:
     status: str = "not run"  # complete | failed | interrupted | running | not run
     seconds: float | None = None
     started: float | None = None
+    finished: float | None = None
     resumed: bool = False
     reason: str = ""
     error: str = ""
@@ -172,6 +173,7 @@ def read_stage(stage_dir: Path) -> StageInfo:
         info.status = str(manifest.get("status") or "unknown")
         info.seconds = manifest.get("seconds") if is_number(manifest.get("seconds")) else None
         info.started = manifest.get("started") if is_number(manifest.get("started")) else None
+        info.finished = manifest.get("finished") if is_number(manifest.get("finished")) else None
         info.resumed = bool(manifest.get("resumed"))
         info.reason = str(manifest.get("reason") or "")
         info.error = str(manifest.get("error") or "")

@@ -117,12 +117,16 @@ def overview(data: RunData) -> list[Block]:
     for s in data.stages:
         statuses[_status(s)] = statuses.get(_status(s), 0) + 1
     total = sum(float(s.seconds or 0) for s in data.stages)
+    # No clock time of its own: the report of an unchanged run folder is the same file.
+    last = max((s.finished for s in data.stages if s.finished is not None), default=None)
+    when = (f" The last stage finished {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last))}."
+            if last is not None else "")
     blocks: list[Block] = [
         Para([f"Run folder: {data.run_dir}"]),
         Para([f"{len(data.stages)} stages ("
               + ", ".join(f"{n} {k}" for k, n in statuses.items())
-              + f"); {total:.1f}s of stage time in all. Written "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')} by lmforge {__version__}."]),
+              + f"); {total:.1f}s of stage time in all.{when} Report by lmforge "
+              f"{__version__}."]),
         Table(["stage", "kind", "plugin", "status", "time", "headline metric"],
               [[s.stage_id, s.kind or "—", s.plugin or "—", _status(s), _seconds(s),
                 headline(s.model_metrics() or s.metrics) or "—"] for s in data.stages],
