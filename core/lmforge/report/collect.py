@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,12 +251,3 @@ def collect_run(run_dir: Path, stage_ids: Iterable[str] | None = None,
     return RunData(run_dir=run_dir, title=title or run_dir.resolve().name, stages=stages,
                    edges=ordered)
 
-
-def metric_groups(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"perplexity/loss": 1}`` -> ``{"perplexity": {"loss": 1}}`` (a key without ``/`` goes
-    under ``""``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in metrics.items():
-        group, _, name = key.rpartition("/")
-        out.setdefault(group, {})[name] = value
-    return out
