@@ -454,6 +454,10 @@ def _run_report(run_dir: Path, pipeline: Any, console: Any, announce: bool = Fal
 
         files = write_report(run_dir, stage_ids=[s.id for s in pipeline.stages],
                              title=pipeline.spec.name)
+    except KeyboardInterrupt:  # a (second) Ctrl-C while it is written: leave it
+        console.print("[yellow]warning:[/] the run report was not written (interrupted); "
+                      f"`lmforge report {_esc(run_dir)}` writes it", markup=True)
+        return None
     except Exception as exc:  # noqa: BLE001 - the run's outcome stands without its report
         console.print(f"[yellow]warning:[/] could not write the run report: "
                       f"{_esc(type(exc).__name__)}: {_esc(exc)}", markup=True)

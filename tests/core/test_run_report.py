@@ -446,6 +446,48 @@ def test_report_of_a_folder_without_stages_exits_2_writing_nothing(tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+TOY = ["--no-autoload", "-p", "tests.core.toy_plugin"]
+
+
+def _toy_spec(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one two two three three three\n")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(f"""\
+name: toy
+run_dir: {tmp_path / 'run'}
+stages:
+  - {{id: words, kind: data, plugin: count, config: {{path: {corpus}}}}}
+  - {{id: acc, kind: train, plugin: accumulate, inputs: {{counts: words}},
+      config: {{steps: 4, checkpoint_every: 2}}}}
+""")
+    return spec
+
+
+def test_a_failed_run_still_writes_the_report_and_says_where(tmp_path, capsys):
+    assert main([*TOY, "run", str(_toy_spec(tmp_path)), "-q", "acc.crash_at=3"]) == 1
+    html = tmp_path / "run" / REPORT_DIR / "report.html"
+    assert f"run report: {html}" in capsys.readouterr().err
+    page = Page(html.read_text())
+    assert [r[0::3] for r in page.rows("stages")[1:]] == [["words", "complete"],
+                                                          ["acc", "failed"]]
+    assert "crash requested at step 3" in html.read_text()
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path, capsys, monkeypatch):
+    import lmforge.report
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(lmforge.report, "write_report", boom)
+    assert main([*TOY, "run", str(_toy_spec(tmp_path)), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "warning: could not write the run report: OSError: disk full" in out.err
+    assert "run report:" not in out.out
+    assert not (tmp_path / "run" / REPORT_DIR).exists()
+
+
 def test_report_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["report", "--help"])
