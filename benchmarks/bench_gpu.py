@@ -99,7 +99,6 @@ def make_step(name: str, cfg: DenseConfig, vocab: int, state: dict, artifact: Pa
         backend = LocalBackend(LocalBackendConfig(device="cuda", precision="bf16",
                                                   compile=name.endswith("compile")))
     import lmforge_models.plugin
-
     from lmforge.testing import plugin_manager
 
     # The real path of a stage with an `init` model: the artifact's HF-named weights.

@@ -12,30 +12,47 @@ Two process groups are used:
   24 h): the runner's decisions and the wait of idle ranks while the main rank runs a
   main-only stage (data curation may take hours).
 
+Inside :func:`solo` — where the runner runs a main-only stage on rank 0 while the other ranks
+wait — this process is a world of one: ``rank()`` is 0, ``world_size()`` 1 and every collective
+a no-op, so a stage's code never waits for ranks that are not running it.
+
 Everything here is a no-op in a single process, and nothing imports torch until a collective is
 actually needed: importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _COORD: Any = None  # the coordination group, once initialised
+_SOLO = False  # inside solo(): a world of one
 
 
 def rank() -> int:
-    """This process's global rank (0 without a launcher)."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's global rank (0 without a launcher, and inside :func:`solo`)."""
+    return 0 if _SOLO else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
-    """Number of processes in the run (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """Number of processes in the run (1 without a launcher, and inside :func:`solo`)."""
+    return 1 if _SOLO else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Within the block this process acts as a world of one (see the module docstring)."""
+    global _SOLO
+    previous, _SOLO = _SOLO, True
+    try:
+        yield
+    finally:
+        _SOLO = previous
 
 
 def local_rank() -> int:

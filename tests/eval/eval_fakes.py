@@ -16,8 +16,8 @@ from torch import nn
 from lmforge import Config, Stage, hookimpl, stage
 from lmforge.components import Component
 from lmforge.interfaces import CausalLMOutput
-from lmforge.training.losses import token_logprobs
 from lmforge.testing import write_dataset_artifact, write_tokenizer_artifact
+from lmforge.training.losses import output_from_logits
 
 
 class TinyConfig(Config):
@@ -56,12 +56,7 @@ class TinyLM(nn.Module):
         x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.mlp(x)
         logits = self.out(self.norm(x))
-        if labels is None:
-            return CausalLMOutput(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
-        if return_logprobs:
-            return CausalLMOutput(token_logprobs=token_logprobs(logits, labels))
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
-        return CausalLMOutput(loss_sum=loss, num_tokens=(labels != -100).sum())
+        return output_from_logits(logits, labels, return_logprobs, logits_to_keep)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -181,7 +181,8 @@ def test_runner_on_two_ranks_writes_shared_files_once_and_reuses_everything(
     spec["stages"][-3]["config"]["loop"]["steps"] = 4
     run_dir = tmp_path / "run"
     _run(spec, run_dir, 2)
-    assert (run_dir / "count/calls.log").read_text() == "rank 0 of 2\n"
+    # A main-only stage runs once, on rank 0, as a world of one.
+    assert (run_dir / "count/calls.log").read_text() == "rank 0 of 1\n"
     assert (run_dir / "count/outputs/dataset/calls.txt").read_text() == "x by rank 0\n"
     manifests = {d.name: json.loads((d / "manifest.json").read_text())
                  for d in run_dir.iterdir() if (d / "manifest.json").is_file()}
@@ -200,4 +201,41 @@ def test_runner_on_two_ranks_writes_shared_files_once_and_reuses_everything(
     after = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
     changed = [str(p) for p in after if before.get(p) != after[p] and p.name != ".lock"]
     assert changed == [], changed
-    assert (run_dir / "count/calls.log").read_text() == "rank 0 of 2\n"
+    assert (run_dir / "count/calls.log").read_text() == "rank 0 of 1\n"
+
+
+def test_dpo_on_two_fsdp2_ranks_matches_one_process(assets: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """DPO's reference log-probs are computed collectively (each rank scores a share of the
+    pairs with the sharded model) and its loss curve equals one process's. The init model comes
+    from a short pre-training with the local backend, which runs on rank 0 only."""
+    import numpy as np
+
+    def spec(backend: dict[str, Any], batch: int) -> dict[str, Any]:
+        s = _spec(assets, {"type": "local", **FP32}, 4)
+        s["stages"][-1]["config"]["loop"]["steps"] = 4
+        s["stages"] += [
+            {"id": "prefs", "kind": "data", "plugin": "fixture",
+             "config": {"path": str(assets["preference"]), "format": "preference"}},
+            {"id": "dpo", "kind": "align", "plugin": "dpo",
+             "inputs": {"dataset": "prefs", "tokenizer": "bpe", "init": "pretrain"},
+             "config": {"beta": 0.1, "eval_batches": 2, "loop": H.loop_cfg(
+                 True, steps=6, batch_size=batch, checkpoint_every=3, backend=backend)}}]
+        return s
+
+    results = {}
+    for name, backend, batch, nproc in (("single", {"type": "local", **FP32}, 4, None),
+                                        ("fsdp2", {"type": "fsdp2", **FP32}, 2, 2)):
+        _run(spec(backend, batch), tmp_path / name, nproc)
+        results[name] = tmp_path / name
+    manifests = {k: json.loads((v / "pretrain/manifest.json").read_text())
+                 for k, v in results.items()}
+    assert manifests["fsdp2"]["ranks"] == "main"  # a local-backend stage in a 2-rank launch
+    _assert_same_weights(_weights(results["fsdp2"]), _weights(results["single"]))
+    one, two = H.loss_curve(results["single"] / "dpo"), H.loss_curve(results["fsdp2"] / "dpo")
+    assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 7))
+    for (step, x), (_, y) in zip(two, one, strict=True):
+        assert abs(x - y) / abs(y) <= 1e-5, f"step {step}: {x} vs {y}"
+    refs = [np.load(next((r / "dpo/work").glob("ref-train-*/ref.npy")))
+            for r in results.values()]
+    assert refs[0].shape == refs[1].shape and np.allclose(refs[0], refs[1], atol=1e-5)

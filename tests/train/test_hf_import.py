@@ -50,13 +50,13 @@ def _spec(hf_dir: Path, assets: dict[str, Path], export: bool = True) -> dict[st
 
 
 def _plugins() -> Any:
+    import train_fakes
+
     import lmforge_align.plugin as align
     import lmforge_export.plugin as export
     import lmforge_models.plugin as models_plugin
     import lmforge_torch.plugin as torch_plugin
     import lmforge_train.plugin as train
-    import train_fakes
-
     from lmforge.testing import plugin_manager
 
     return plugin_manager(train, align, export, models_plugin, torch_plugin, train_fakes)

@@ -21,7 +21,7 @@ from torch import nn
 from lmforge import Component, Config, Stage, hookimpl, stage
 from lmforge.checkpoint import read_state, write_state
 from lmforge.interfaces import CausalLMOutput
-from lmforge.training.losses import token_logprobs
+from lmforge.training.losses import output_from_logits
 from lmforge.training.schedule import build_optimizer
 
 
@@ -95,12 +95,7 @@ class TinyLM(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         logits = self.out(self.norm(x))
-        if labels is None:
-            return CausalLMOutput(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
-        if return_logprobs:
-            return CausalLMOutput(token_logprobs=token_logprobs(logits, labels))
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
-        return CausalLMOutput(loss_sum=loss, num_tokens=(labels != -100).sum())
+        return output_from_logits(logits, labels, return_logprobs, logits_to_keep)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

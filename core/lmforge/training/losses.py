@@ -27,8 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "causal_lm_loss", "linear_cross_entropy", "linear_token_logprobs",
-           "lm_loss", "sequence_logprobs", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "causal_lm_loss", "full_logits_cross_entropy", "linear_cross_entropy",
+           "linear_token_logprobs", "lm_loss", "output_from_logits", "sequence_logprobs",
+           "token_logprobs"]
 
 IGNORE_INDEX = -100
 
@@ -206,6 +207,22 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor,
     picked = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     lp = picked - torch.logsumexp(logits, dim=-1)
     return torch.where(valid, lp, torch.zeros_like(lp))
+
+
+def output_from_logits(logits: torch.Tensor, labels: torch.Tensor | None = None,
+                       return_logprobs: bool = False, logits_to_keep: int | None = None,
+                       ignore_index: int = IGNORE_INDEX) -> Any:
+    """A :class:`lmforge.interfaces.CausalLMOutput` from full logits ``[B, T, V]``: the
+    model-call contract for an architecture whose head is not a plain matrix (so it cannot use
+    the chunked kernels) — at the cost of materialising the logits."""
+    from lmforge.interfaces import CausalLMOutput
+
+    if labels is None:
+        return CausalLMOutput(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+    if return_logprobs:
+        return CausalLMOutput(token_logprobs=token_logprobs(logits, labels, ignore_index))
+    return CausalLMOutput(loss_sum=full_logits_cross_entropy(logits, labels, ignore_index),
+                          num_tokens=(labels != ignore_index).sum())
 
 
 # -- calls through the module ----------------------------------------------------------------

@@ -84,11 +84,10 @@ def finish_training(ctx: StageContext, trainer: Any, meta: Mapping[str, Any] | N
     """Gather the trained model (collective) and save it as the stage's ``model`` output on the
     main rank, then release the backend."""
     recipe, backend = trainer.recipe, trainer.backend
-    state = trainer.model_state()
-    if backend.is_main:
-        save_model_output(ctx, state, recipe.architecture, recipe.vocab_size,
-                          {"tokens_seen": trainer.tokens_seen, "steps": trainer.step,
-                           **dict(meta or {})})
+    state = trainer.model_state()  # collective; None off the main rank
+    save_model_output(ctx, state, recipe.architecture, recipe.vocab_size,
+                      {"tokens_seen": trainer.tokens_seen, "steps": trainer.step,
+                       **dict(meta or {})})
     backend.barrier()
     backend.close()
 
@@ -110,13 +109,17 @@ def init_recipe(ctx: StageContext, slot: str = "init") -> ModelRecipe:
     return ModelRecipe.from_artifact(ctx.input(slot).path, ctx.plugins, seed=ctx.seed)
 
 
-def save_model_output(ctx: StageContext, state: Mapping[str, torch.Tensor], architecture: Config,
+def save_model_output(ctx: StageContext, state: Mapping[str, torch.Tensor] | None,
+                      architecture: Config,
                       vocab_size: int, meta: Mapping[str, Any] | None = None,
                       name: str = "model") -> None:
     """Write the ``model`` artifact (HF-named weights, model.json, artifact.json with
-    ``meta``) from a full state dict under the architecture's names."""
+    ``meta``) from a full state dict under the architecture's names. Main rank only: on other
+    ranks (where ``state`` may be None) it does nothing, so callers need not check."""
     from lmforge.modelio import save_model
 
+    if not ctx.is_main:
+        return
     out = ctx.output_dir(name)
     save_model(out, state, architecture, vocab_size)
     n_params = architecture.num_parameters(vocab_size) if hasattr(
