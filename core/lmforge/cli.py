@@ -334,6 +334,7 @@ def _positive_int(text: str) -> int:
 def _launch_workers(args: argparse.Namespace, console: Any) -> int:
     """``lmforge run --nproc N``: start N workers running the same command line (without
     ``--nproc``) through ``torch.distributed.run`` on this machine; wait for them."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -356,8 +357,8 @@ def _launch_workers(args: argparse.Namespace, console: Any) -> int:
         run(launch)
     except ChildFailedError:
         return EXIT_FAILED  # the workers have reported what failed
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, SignalException):
+        return EXIT_INTERRUPTED  # the launcher stopped the workers; rank 0 has said so
     return EXIT_OK
 
 
