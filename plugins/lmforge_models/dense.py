@@ -77,15 +77,23 @@ class Attention(nn.Module):
         self.out = nn.Linear(q, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                cache: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
         """``x`` ``[B, T, dim]``; ``cos``/``ssin`` ``[T, head_dim]`` or ``[B, 1, T, head_dim]``
-        (see :func:`signed_sin`); ``mask`` ``[B, 1, T, T]`` bool (True: may attend) or None for
-        plain causal attention."""
+        (see :func:`signed_sin`); ``mask`` ``[B, 1, T, S]`` bool (True: may attend; ``S`` keys)
+        or None for plain causal attention; ``cache``: this layer's key/value buffers
+        ``[B, kv_heads, max_len, head_dim]`` and the position the new tokens are written at
+        (attention then runs over the ``S = start + T`` cached keys)."""
         b, t, _ = x.shape
         h, kv, hd = self.n_heads, self.n_kv, self.head_dim
         qkv = self.qkv(x).view(b, t, h + 2 * kv, hd).transpose(1, 2)  # [B, h+2kv, T, hd]
         qk = _rotate(qkv[:, :h + kv], cos, ssin)  # q and k heads in one pass
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + kv:]
+        if cache is not None:
+            k_buf, v_buf, start = cache
+            k_buf[:, :, start:start + t] = k
+            v_buf[:, :, start:start + t] = v
+            k, v = k_buf[:, :, :start + t], v_buf[:, :, :start + t]
         if kv != h:
             k = k.repeat_interleave(h // kv, dim=1)
             v = v.repeat_interleave(h // kv, dim=1)
@@ -117,10 +125,29 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.dim, cfg.hidden_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+                mask: torch.Tensor | None = None, cache: Any = None) -> tuple[torch.Tensor, None]:
         """``(x, aux)``: the block's output and its auxiliary statistics (none here)."""
-        x = x + self.attn(self.attn_norm(x), cos, ssin, mask)
+        x = x + self.attn(self.attn_norm(x), cos, ssin, mask, cache)
         return x + self.mlp(self.mlp_norm(x)), None
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding (see :meth:`DenseLM.init_cache`).
+
+    ``k[i]``/``v[i]``: ``[B, kv_heads, max_len, head_dim]``; ``valid`` ``[B, max_len]`` marks
+    cached positions that are real tokens (not padding); ``seen`` ``[B]`` counts each row's real
+    tokens (the next rotary position); ``length`` is how many positions are filled.
+    """
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.seen = torch.zeros(batch, dtype=torch.long, device=device)
+        self.length = 0
+        self.max_len = max_len
 
 
 class DenseLM(nn.Module):
@@ -174,9 +201,13 @@ class DenseLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, return_logprobs: bool = False,
-                logits_to_keep: int | None = None) -> CausalLMOutput:
+                logits_to_keep: int | None = None, cache: KVCache | None = None
+                ) -> CausalLMOutput:
         """See :class:`lmforge.interfaces.CausalLM` (``input_ids`` ``[B, T]``)."""
-        h, stats = self._hidden(input_ids, positions, attention_mask)
+        if cache is not None:
+            h, stats = self._hidden_cached(input_ids, attention_mask, cache)
+        else:
+            h, stats = self._hidden(input_ids, positions, attention_mask)
         out = CausalLMOutput(aux_losses=self.aux_losses(stats))
         w = self.head_weight
         if labels is None:
@@ -219,6 +250,48 @@ class DenseLM(nn.Module):
             x, aux = block(x, cos, ssin, mask)
             if aux is not None:
                 stats.append(aux)
+        return self.norm(x), stats
+
+    def init_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None
+                   ) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` rows of up to ``max_len`` tokens
+        (at most ``max_seq_len``), in ``dtype`` (default: the parameters')."""
+        if max_len > self.max_seq_len:
+            raise ValueError(f"a cache of {max_len} tokens exceeds the model's max_seq_len "
+                             f"{self.max_seq_len}")
+        c = self.config
+        return KVCache(c.n_layers, batch_size, c.kv_heads, max_len, c.head_dim,
+                       dtype or self.embed.weight.dtype, self.embed.weight.device)
+
+    def _hidden_cached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       cache: KVCache) -> tuple[torch.Tensor, list[Any]]:
+        """Hidden states of ``input_ids`` ``[B, T]`` appended to ``cache`` (prefill or one
+        decoding step). ``attention_mask`` covers the new tokens only (padding: 0); positions
+        continue each row's count of real tokens."""
+        b, t = input_ids.shape
+        start, end = cache.length, cache.length + t
+        if end > cache.max_len:
+            raise ValueError(f"the cache holds {cache.max_len} tokens; {end} do not fit")
+        dev = input_ids.device
+        new = (torch.ones(b, t, dtype=torch.bool, device=dev) if attention_mask is None
+               else attention_mask.to(device=dev, dtype=torch.bool))
+        cache.valid[:, start:end] = new
+        positions = (cache.seen[:, None] + new.long().cumsum(-1) - 1).clamp_min(0)
+        cache.seen += new.long().sum(-1)
+        q_pos = torch.arange(start, end, device=dev)
+        k_pos = torch.arange(end, device=dev)
+        causal = k_pos[None, :] <= q_pos[:, None]  # [T, S]
+        mask = (causal[None] & cache.valid[:, None, :end]) | (k_pos[None, None, :] ==
+                                                               q_pos[None, :, None])
+        cos = self.rope_cos[positions].unsqueeze(1)
+        ssin = self.rope_ssin[positions].unsqueeze(1)
+        x = self.embed(input_ids)
+        stats = []
+        for i, block in enumerate(self.blocks):
+            x, aux = block(x, cos, ssin, mask[:, None], (cache.k[i], cache.v[i], start))
+            if aux is not None:
+                stats.append(aux)
+        cache.length = end
         return self.norm(x), stats
 
     def aux_losses(self, stats: list[Any]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,8 @@ on the module:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -117,9 +119,9 @@ class MoEBlock(nn.Module):
         self.moe = SparseMoE(cfg.dim, cfg.hidden_dim, cfg.n_experts, cfg.top_k)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor,
-                mask: torch.Tensor | None = None
+                mask: torch.Tensor | None = None, cache: Any = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = x + self.attn(self.attn_norm(x), cos, ssin, mask)
+        x = x + self.attn(self.attn_norm(x), cos, ssin, mask, cache)
         y, stats = self.moe(self.mlp_norm(x))
         return x + y, stats
 
