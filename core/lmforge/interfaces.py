@@ -81,6 +81,13 @@ class CausalLM(Protocol):
       padding are never attended to). Without it attention is plain causal;
     * see :class:`CausalLMOutput` for what comes back.
 
+    *Incremental decoding* (optional; :mod:`lmforge.generation` uses it when present, else it
+    recomputes the whole sequence each step): ``init_cache(batch_size, max_len, dtype=None)``
+    returns an empty key/value cache, and ``forward(new_ids, attention_mask=..., cache=cache,
+    logits_to_keep=1)`` appends the new tokens to it and attends over everything cached;
+    ``attention_mask`` then covers the new tokens only and positions continue each row's count
+    of real tokens.
+
     ``blocks`` is the ``ModuleList`` of repeated transformer blocks: backends shard (FSDP2) and
     checkpoint activations per block. ``init_buffers()`` recomputes non-persistent buffers
     (rotary tables) in place; backends call it after materialising a model built on the meta
@@ -99,6 +106,55 @@ class CausalLM(Protocol):
     def init_buffers(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class TransformerShape:
+    """The neutral description of a decoder-only transformer: what a backend that builds the
+    model itself (Megatron-Core's ``GPTModel``) needs to know, without the architecture's code.
+
+    It describes a Llama-family decoder: pre-norm blocks ``x + attn(norm(x))`` then
+    ``x + mlp(norm(x))``, a final norm and an output projection (tied to the token embedding
+    when ``tie_embeddings``), no biases, no dropout, rotary positions in the Hugging Face Llama
+    convention (``rotate_half`` over the two halves of each head, base ``rope_theta``),
+    grouped-query attention with ``n_kv_heads`` key/value heads, ``activation`` ``"swiglu"``
+    (``silu(gate) * up``) and ``norm`` ``"rmsnorm"`` (``x / sqrt(mean(x^2) + norm_eps) * w``).
+
+    ``n_experts > 0`` makes every block's MLP a mixture of ``n_experts`` SwiGLU experts of
+    hidden size ``ffn_hidden``: a linear router without bias, softmax over all experts, the
+    ``top_k`` most probable kept and renormalised to sum to 1. ``router_aux_loss_coef``
+    weighs the Switch load-balancing loss ``n_experts * sum_e f_e * P_e`` (``f_e``: fraction
+    of the ``tokens * top_k`` assignments routed to ``e``; ``P_e``: mean router probability of
+    ``e``) averaged over layers; ``router_z_loss_coef`` the layer-averaged mean squared
+    log-sum-exp of the router logits. Both are added to the per-token mean loss in training.
+
+    An architecture that describes itself this way promises that its state-dict adapter
+    (``to_hf`` / ``from_hf``) uses the parameter names of ``transformers``'
+    ``LlamaForCausalLM`` (``n_experts == 0``) or ``MixtralForCausalLM`` (``n_experts > 0``):
+    that is how a backend moves weights between the architecture and its own layout.
+    """
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_hidden: int
+    max_seq_len: int
+    norm_eps: float
+    rope_theta: float
+    tie_embeddings: bool
+    init_std: float = 0.02
+    activation: str = "swiglu"
+    norm: str = "rmsnorm"
+    n_experts: int = 0
+    top_k: int = 0
+    router_aux_loss_coef: float = 0.0
+    router_z_loss_coef: float = 0.0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+
 @runtime_checkable
 class ArchitectureConfig(Protocol):
     """What an ``architecture`` component's config provides besides the module it builds.
@@ -112,7 +168,10 @@ class ArchitectureConfig(Protocol):
       by every backend when it writes or reads a ``model`` artifact;
     * ``hf_config(vocab_size)``: the ``config.json`` of the matching ``transformers`` model;
     * the class attribute ``hf_model_types`` (e.g. ``("llama",)``) and the classmethod
-      ``from_hf_config(config_json)``: how an existing Hugging Face model is imported.
+      ``from_hf_config(config_json)``: how an existing Hugging Face model is imported;
+    * ``transformer()``: the neutral :class:`TransformerShape` of the model, for backends that
+      build it themselves (Megatron-Core). An architecture that cannot be described that way
+      may leave it out; such a backend then refuses it with a clear error.
     """
 
     type: str
@@ -126,6 +185,8 @@ class ArchitectureConfig(Protocol):
     def from_hf(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
     def hf_config(self, vocab_size: int) -> dict[str, Any]: ...
+
+    def transformer(self) -> TransformerShape: ...
 
 
 # --- execution backends ------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from lmforge import Config
+from lmforge.interfaces import TransformerShape
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +124,16 @@ class DenseConfig(Config):
         return 6 * n + 6 * self.n_layers * seq_len * self.dim
 
 
+    # -- the neutral description (backends that build the model themselves) ---------------------
+    def transformer(self) -> TransformerShape:
+        """This decoder as a :class:`lmforge.interfaces.TransformerShape` (its ``to_hf`` names
+        are ``LlamaForCausalLM``'s)."""
+        return TransformerShape(
+            dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads,
+            n_kv_heads=self.kv_heads, head_dim=self.head_dim, ffn_hidden=self.hidden_dim,
+            max_seq_len=self.max_seq_len, norm_eps=self.norm_eps, rope_theta=self.rope_theta,
+            tie_embeddings=self.tie_embeddings, init_std=self.init_std)
+
     # -- Hugging Face names (the model artifact format) and import -------------------------------
     hf_model_types: ClassVar[tuple[str, ...]] = ("llama",)
 
@@ -172,6 +184,14 @@ class MoEConfig(DenseConfig):
         "log-sum-exp of the router logits, ST-MoE); 0 disables it.")
 
     hf_model_types: ClassVar[tuple[str, ...]] = ("mixtral",)
+
+    def transformer(self) -> TransformerShape:
+        """The dense description plus the experts (``to_hf`` names are
+        ``MixtralForCausalLM``'s)."""
+        return dataclasses.replace(
+            super().transformer(), n_experts=self.n_experts, top_k=self.top_k,
+            router_aux_loss_coef=self.router_aux_loss_coef,
+            router_z_loss_coef=self.router_z_loss_coef)
 
     @model_validator(mode="after")
     def _experts(self) -> MoEConfig:
