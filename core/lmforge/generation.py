@@ -21,8 +21,8 @@ How it runs:
   prompts, parameters and batch size;
 * a row stops at the first of ``stop_ids`` (not included in ``token_ids``; ``finish_reason``
   ``"stop"``), after ``max_new_tokens`` (``"length"``), or when the context is full
-  (``max_len`` tokens, by default the model's ``max_seq_len``: ``"length"``); prompts longer than
-  ``max_len - 1`` keep their last tokens.
+  (the row holds ``max_len`` real tokens, by default the model's ``max_seq_len``:
+  ``"length"``); prompts longer than ``max_len - 1`` keep their last tokens.
 
 Imports torch: import it from code that runs a stage.
 """
@@ -141,6 +141,25 @@ def generate(module: Any, prompts: Sequence[Sequence[int]], params: SamplingPara
     return out
 
 
+def _recompute(module: Any, ids: torch.Tensor, mask: torch.Tensor, alive: torch.Tensor,
+               tokens: torch.Tensor, done: torch.Tensor, previous: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step without a cache: append ``tokens`` to the rows still generating, drop finished
+    rows and the leading columns that are padding in every remaining row (so a row's context,
+    not the batch's width, is what the model sees), and run the whole sequences again.
+    Returns ``(logits [B, 1, V] for every row of the batch, ids, mask, alive)``."""
+    ids = torch.cat([ids, tokens[alive][:, None]], dim=1)
+    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    keep = ~done[alive]
+    alive, ids, mask = alive[keep], ids[keep], mask[keep]
+    first = int(mask.any(0).long().argmax())
+    ids, mask = ids[:, first:], mask[:, first:]
+    logits = torch.zeros_like(previous[:, -1:])
+    logits[alive] = module(ids, attention_mask=mask, logits_to_keep=1).logits[:, -1:].to(
+        logits.dtype)
+    return logits, ids, mask, alive
+
+
 def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
                     rows: list[tuple[int, int]], params: SamplingParams, pad_id: int,
                     device: torch.device, limit: int, ctx: Any, seed: int) -> list[Completion]:
@@ -154,7 +173,10 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
         ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
         mask[r, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    steps = min(params.max_new_tokens, limit - width)
+    # Each row may grow to `limit` real tokens; padding columns cost no context.
+    budget = torch.tensor([min(params.max_new_tokens, limit - len(p)) for p in prompts],
+                          device=device)
+    steps = int(budget.max())
     completions = [Completion(i, j) for i, j in rows]
     generator = torch.Generator(device=device).manual_seed(seed)
     stop = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=device)
@@ -169,13 +191,14 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
     else:
         with ctx():
             logits = module(ids, attention_mask=mask, logits_to_keep=1).logits
+    alive = torch.arange(b, device=device)  # rows still generating (recomputation path)
     new_tokens, new_logps = [], []
     for _ in range(steps):
         tokens, logps = sample_next(logits[:, -1], params, generator)
         tokens = torch.where(done, torch.full_like(tokens, pad_id), tokens)
         new_tokens.append(tokens)
         new_logps.append(logps)
-        done = done | torch.isin(tokens, stop)
+        done = done | torch.isin(tokens, stop) | (budget <= len(new_tokens))
         if bool(done.all()):
             break
         step_mask = (~done).long()[:, None]
@@ -184,17 +207,16 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
                 logits = module(tokens[:, None], attention_mask=step_mask, cache=cache,
                                 logits_to_keep=1).logits
             else:
-                ids = torch.cat([ids, tokens[:, None]], dim=1)
-                mask = torch.cat([mask, step_mask], dim=1)
-                logits = module(ids, attention_mask=mask, logits_to_keep=1).logits
+                logits, ids, mask, alive = _recompute(module, ids, mask, alive, tokens, done,
+                                                      logits)
     if new_tokens:
         toks = torch.stack(new_tokens, 1).cpu().tolist()
         lps = torch.stack(new_logps, 1).float().cpu().tolist()
     else:
         toks, lps = [[] for _ in range(b)], [[] for _ in range(b)]
     stops = set(params.stop_ids)
-    for c, row_t, row_lp in zip(completions, toks, lps, strict=True):
-        for t, lp in zip(row_t, row_lp, strict=True):
+    for c, row_t, row_lp, n in zip(completions, toks, lps, budget.tolist(), strict=True):
+        for t, lp in zip(row_t[:n], row_lp[:n], strict=True):
             if t in stops:
                 c.finish_reason, c.stop_id = "stop", t
                 break

@@ -101,7 +101,8 @@ class GenerateConfig(EvaluatorConfig):
     temperature: float = Field(default=0.8, gt=0, description="Sampling temperature.")
     top_k: int = Field(default=50, ge=0, description="Sample from the k most likely tokens "
                        "(0: all).")
-    seed: int = Field(default=0, description="Seed of sampling (prompt i uses seed + i).")
+    seed: int = Field(default=0, description="Seed of sampling (with the same prompts and "
+                      "batch_size, a run is reproducible).")
 
 
 class SuiteConfig(Config):
@@ -117,3 +118,5 @@ class SuiteConfig(Config):
     max_examples: int | None = Field(default=1000, ge=1, description="At most this many "
                                      "documents/conversations/pairs/questions per evaluator; "
                                      "null: all.")
+    note: str = Field(default="", max_length=4000, description="Text shown under the title of "
+                      "report.md (and kept in report.json), e.g. what to expect of a toy run.")

@@ -31,6 +31,9 @@ def render_markdown(report: Mapping[str, Any], sections: Mapping[str, str]) -> s
              f"max_seq_len {report['model']['max_seq_len']})",
              f"- tokenizer: `{report['tokenizer']['path']}` (vocab {report['tokenizer']['vocab_size']})",
              f"- device: {report['device']}"]
+    if report.get("note"):
+        lines[2:2] = ["> " + line if line.strip() else ">"
+                      for line in str(report["note"]).strip().splitlines()] + [""]
     baseline = report.get("baseline_evaluators")
     if baseline is None:
         lines += ["", "| evaluator | metric | value |", "|---|---|---|"]

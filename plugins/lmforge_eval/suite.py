@@ -90,6 +90,8 @@ class SuiteStage(Stage):
                        if n not in ("model", "tokenizer")},
             "evaluators": {},
         }
+        if self.config.note:
+            report["note"] = self.config.note
         baseline = None
         if "baseline" in self.ctx.inputs:
             baseline, _ = self._model(backend, "baseline")

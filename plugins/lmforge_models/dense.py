@@ -254,11 +254,9 @@ class DenseLM(nn.Module):
 
     def init_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None
                    ) -> KVCache:
-        """An empty :class:`KVCache` for ``batch_size`` rows of up to ``max_len`` tokens
-        (at most ``max_seq_len``), in ``dtype`` (default: the parameters')."""
-        if max_len > self.max_seq_len:
-            raise ValueError(f"a cache of {max_len} tokens exceeds the model's max_seq_len "
-                             f"{self.max_seq_len}")
+        """An empty :class:`KVCache` of ``max_len`` columns for ``batch_size`` rows, in
+        ``dtype`` (default: the parameters'). Columns hold padding too: what is bounded by
+        ``max_seq_len`` is each row's count of real tokens."""
         c = self.config
         return KVCache(c.n_layers, batch_size, c.kv_heads, max_len, c.head_dim,
                        dtype or self.embed.weight.dtype, self.embed.weight.device)
@@ -278,6 +276,9 @@ class DenseLM(nn.Module):
         cache.valid[:, start:end] = new
         positions = (cache.seen[:, None] + new.long().cumsum(-1) - 1).clamp_min(0)
         cache.seen += new.long().sum(-1)
+        if int(cache.seen.max()) > self.max_seq_len:
+            raise ValueError(f"a row of the cache holds {int(cache.seen.max())} tokens, more "
+                             f"than the model's max_seq_len {self.max_seq_len}")
         q_pos = torch.arange(start, end, device=dev)
         k_pos = torch.arange(end, device=dev)
         causal = k_pos[None, :] <= q_pos[:, None]  # [T, S]

@@ -121,11 +121,15 @@ def logprob_sum(model: Any, ids: list[int], scored_from: int) -> float:
 
 def greedy_chain(model: Any, ids: list[int], steps: int, stop: set[int], seq: int = SEQ
                  ) -> list[int]:
-    """Greedy continuation by full forwards over the last ``seq`` tokens, until a stop token."""
+    """Greedy continuation by full forwards, until a stop token, ``steps`` tokens, or a full
+    context of ``seq`` tokens (the generation service does not slide past the model's
+    context)."""
     out = []
     with torch.no_grad():
         for _ in range(steps):
-            nxt = int(model(torch.tensor([ids[-seq:]])).logits[0, -1].argmax())
+            if len(ids) >= seq:
+                break
+            nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
             if nxt in stop:
                 break
             out.append(nxt)

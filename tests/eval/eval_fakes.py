@@ -51,9 +51,20 @@ class TinyLM(nn.Module):
         through lmforge's fused kernels)."""
         t = input_ids.shape[1]
         assert t <= self.max_seq_len, (t, self.max_seq_len)
-        x = self.embed(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
+        mask = None
+        if attention_mask is not None:  # padding: keys masked, positions count real tokens
+            keep = attention_mask.bool()
+            if positions is None:
+                positions = (keep.long().cumsum(-1) - 1).clamp_min(0)
+            eye = torch.eye(t, dtype=torch.bool, device=input_ids.device)
+            mask = (torch.ones(t, t, dtype=torch.bool, device=input_ids.device).tril()
+                    & (keep[:, None, :] | eye))
+        if positions is None:
+            positions = torch.arange(t, device=input_ids.device)
+        x = self.embed(input_ids) + self.pos(positions)
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + (F.scaled_dot_product_attention(q, k, v, is_causal=True) if mask is None
+                 else F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         x = x + self.mlp(x)
         logits = self.out(self.norm(x))
         return output_from_logits(logits, labels, return_logprobs, logits_to_keep)

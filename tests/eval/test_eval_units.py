@@ -46,3 +46,18 @@ def test_config_validation() -> None:
         MultipleChoiceConfig(choice_template="{choice} {letter}")
     with pytest.raises(ValidationError):
         SuiteConfig(evaluators=[])
+
+
+def test_report_note_is_quoted_under_the_title() -> None:
+    from lmforge_eval.report import render_markdown
+
+    report = {"stage": "ev", "model": {"path": "m", "parameters": 10, "max_seq_len": 4},
+              "tokenizer": {"path": "t", "vocab_size": 3}, "device": "cpu",
+              "evaluators": {"ppl": {"type": "perplexity", "loss": 1.5}},
+              "note": "Toy size: expect little.\n\nSecond paragraph."}
+    md = render_markdown(report, {})
+    assert md.startswith("# Evaluation report: stage `ev`\n\n> Toy size: expect little.\n>\n"
+                         "> Second paragraph.\n\n- model:")
+    assert "| ppl | loss | 1.5000 |" in md
+    del report["note"]
+    assert ">" not in render_markdown(report, {})

@@ -92,9 +92,10 @@ def test_third_party_evaluator_runs_in_the_suite(env: Env, monkeypatch) -> None:
         return task(self, total, description, unit)
 
     monkeypatch.setattr(lmforge.progress.Progress, "task", record)
+    from eval_fakes import FakesPlugin
+
     import lmforge_eval.plugin as eval_plugin
     import lmforge_torch.plugin as torch_plugin
-    from eval_fakes import FakesPlugin
 
     pm = env.pm
     env.pm = plugin_manager(eval_plugin, torch_plugin, FakesPlugin(), plugin)
@@ -119,9 +120,10 @@ def test_the_writing_plugins_evaluator_example_works(env: Env, tmp_path: Path) -
     """The evaluator snippet of docs/writing-plugins.md, registered as the doc says, runs."""
     import re
 
+    from eval_fakes import FakesPlugin, write_dataset
+
     import lmforge_eval.plugin as eval_plugin
     import lmforge_torch.plugin as torch_plugin
-    from eval_fakes import FakesPlugin, write_dataset
 
     doc = (REPO / "docs" / "writing-plugins.md").read_text()
     (code,) = [c for c in re.findall(r"```python\n(.*?)```", doc, flags=re.S)

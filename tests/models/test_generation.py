@@ -124,3 +124,18 @@ def test_bad_parameters_are_errors() -> None:
         with pytest.raises(ValueError):
             SamplingParams(**kw)
     assert isinstance(Completion(0, 0).token_ids, list)
+
+
+def test_every_row_gets_its_own_context_budget_with_and_without_cache() -> None:
+    """Padding columns cost no context: a short prompt batched with a long one still grows to
+    the model's max_seq_len (40) real tokens."""
+    model = _model("dense")
+    prompts = [list(range(1, 39)), [3, 4]]
+    params = SamplingParams(max_new_tokens=100, temperature=0)
+    cached = generate(model, prompts, params, pad_id=0, device="cpu")
+    plain = generate(NoCache(model), prompts, params, pad_id=0, device="cpu")
+    assert [len(c.token_ids) for c in cached] == [2, 38]
+    assert all(c.finish_reason == "length" for c in cached)
+    assert [c.token_ids for c in cached] == [c.token_ids for c in plain]
+    for c, p in zip(cached, prompts, strict=True):
+        assert c.token_ids == _greedy_by_hand(model, p, len(c.token_ids))[0]
