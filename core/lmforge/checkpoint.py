@@ -147,11 +147,12 @@ class CheckpointStore:
     def commit(self, step: int) -> Path:
         """(Main rank) hash the staged files, mark the checkpoint complete, move it into place
         and drop all but the newest ``keep``."""
-        from lmforge.fsutil import hash_file
+        from lmforge.fsutil import hash_files
 
         tmp, final = self.staging(step), self.root / f"step-{step:08d}"
-        files = {str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": hash_file(f)}
-                 for f in sorted(tmp.rglob("*")) if f.is_file()}
+        staged = [f for f in sorted(tmp.rglob("*")) if f.is_file()]
+        files = {str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": digest}
+                 for f, digest in zip(staged, hash_files(staged))}
         with open(tmp / MARKER, "w", encoding="utf-8") as fh:
             json.dump({"step": step, "files": files}, fh, indent=1)
             fh.flush()
@@ -178,7 +179,7 @@ class CheckpointStore:
         """What is wrong with ``checkpoint`` (a missing, resized, changed or unrecorded file, a
         missing or unreadable marker), or None when its files are exactly those hashed at
         commit."""
-        from lmforge.fsutil import hash_file
+        from lmforge.fsutil import hash_files
 
         marker = checkpoint.path / MARKER
         if not marker.is_file():
@@ -195,16 +196,18 @@ class CheckpointStore:
             return f"{MARKER} is for step {step}, not {checkpoint.step}"
         on_disk = {str(f.relative_to(checkpoint.path)) for f in checkpoint.path.rglob("*")
                    if f.is_file()} - {MARKER}
-        for rel in sorted(set(files) | on_disk):
+        for rel in sorted(set(files) | on_disk):  # the cheap checks first
             if rel not in files:
                 return f"{rel} was not written by the checkpoint"
-            size, digest = files[rel]
+            size = files[rel][0]
             f = checkpoint.path / rel
             if not f.is_file():
                 return f"{rel} is missing"
             if f.stat().st_size != size:
                 return f"{rel} has {f.stat().st_size} bytes, {size} were written"
-            if hash_file(f) != digest:
+        names = sorted(files)
+        for rel, digest in zip(names, hash_files([checkpoint.path / r for r in names])):
+            if digest != files[rel][1]:
                 return f"{rel} does not match the sha256 recorded when it was written"
         return None
 

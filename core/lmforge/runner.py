@@ -112,7 +112,7 @@ def changed_outputs(stage_dir: Path, manifest: Mapping[str, Any],
     is missing, added, resized or -- with ``verify="hash"`` -- whose sha256 differs from what
     was recorded when it was written), or None when they are intact. ``verify="size"`` skips
     the re-hash: a same-size change goes unnoticed."""
-    from lmforge.fsutil import hash_file
+    from lmforge.fsutil import hash_files
 
     if verify not in VERIFY_LEVELS:
         raise ValueError(f"verify must be one of {VERIFY_LEVELS}, not {verify!r}")
@@ -130,17 +130,21 @@ def changed_outputs(stage_dir: Path, manifest: Mapping[str, Any],
             on_disk = {str(p.relative_to(path)) for p in path.rglob("*")
                        if p.is_file() and not any(part.startswith(".")
                                                   for part in p.relative_to(path).parts)}
-            for rel in sorted(set(recorded) | on_disk):
+            for rel in sorted(set(recorded) | on_disk):  # the cheap checks first
                 f = path / rel
                 if rel not in recorded:
                     return f"output {name!r} has a file that was not written by the stage: {f}"
                 if not f.is_file():
                     return f"output {name!r} lost {f}"
-                size, digest = recorded[rel]
+                size = recorded[rel][0]
                 if f.stat().st_size != size:
                     return f"{f} has {f.stat().st_size} bytes, {size} were written"
-                if verify == "hash" and hash_file(f) != digest:
-                    return f"{f} does not match the sha256 recorded when it was written"
+            if verify == "hash":
+                names = sorted(recorded)
+                for rel, digest in zip(names, hash_files([path / r for r in names])):
+                    if digest != recorded[rel][1]:
+                        return f"{path / rel} does not match the sha256 recorded when it was " \
+                               f"written"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"{stage_dir / MANIFEST} does not describe the outputs readably " \
                f"({type(exc).__name__}: {exc})"

@@ -105,6 +105,19 @@ def test_commit_prunes_a_half_deleted_older_checkpoint(tmp_path):
     assert sorted(p.name for p in store.root.iterdir()) == ["step-00000004"]
 
 
+def test_hash_files_on_threads_gives_what_one_thread_gives(tmp_path, monkeypatch):
+    from lmforge import fsutil
+
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"f{i}.bin")
+        files[-1].write_bytes(bytes([i]) * (100_000 + i))
+    one = [fsutil.hash_file(f) for f in files]
+    assert fsutil.hash_files(files) == one
+    monkeypatch.setattr(fsutil, "PARALLEL_HASH_BYTES", 0)
+    assert fsutil.hash_files(files) == one
+
+
 # -- the runner -------------------------------------------------------------------------------
 @pytest.fixture
 def spec(tmp_path: Path) -> str:
