@@ -10,9 +10,13 @@ A stage's **key** is a hash of its plugin (name, distribution, version), kind, c
 pipeline seed and the content hashes of its input artifacts. A stage whose manifest is complete
 with the same key, and whose output files still match the sizes and sha256 recorded in the
 manifest when they were written, is reused; an output that changed on disk makes the stage run
-again (and says why). A stage whose previous attempt (same key) did not complete is run again
-with ``ctx.resumed = True`` and its checkpoints kept; with a different key the folder is
-cleared first.
+again (and says why: an :class:`~lmforge.errors.IntegrityWarning` and the manifest's
+``reason``). ``verify="size"`` (``lmforge run --verify size``) compares sizes only, for
+artifacts too large to re-read on every run. Outputs of an earlier run that a stage takes as
+inputs under ``--only`` are verified the same way. A stage whose previous attempt (same key)
+did not complete is run again with ``ctx.resumed = True`` and its checkpoints kept (what the
+attempt left in ``outputs/`` is deleted; without a committed checkpoint, its metrics too); with
+a different key the folder is cleared first.
 
 **Ranks** (:mod:`lmforge.dist`). Under ``torchrun`` or ``lmforge run --nproc N`` every rank runs
 this same loop. The main rank alone decides run / reuse / resume and broadcasts the decision,
