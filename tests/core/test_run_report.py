@@ -341,10 +341,13 @@ def test_report_renders_in_headless_chromium_with_the_plots_drawn(request, tmp_p
     run, _ = request.getfixturevalue("real_run")
     html = run / REPORT_DIR / "report.html"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        # Generous timeouts: CI and dev machines are small and shared.
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"],
+                                    timeout=120_000)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900},
                                     device_scale_factor=1)
+            page.set_default_timeout(120_000)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(html.as_uri(), wait_until="load")
