@@ -41,11 +41,22 @@ install_chromium() {
          "the report's browser test can run" >&2
     return 0
   fi
-  echo "setup: installing chromium with apt-get (about a minute)" >&2
-  # A lock held by another apt (unattended upgrades) is waited for, not an error.
-  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600)
-  "${apt[@]}" update >/dev/null
-  "${apt[@]}" install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  echo "setup: installing chromium with apt-get (under a minute)" >&2
+  # A lock held by another apt (unattended upgrades) is waited for, not an error; a failed
+  # download is tried again.
+  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600
+             -o Acquire::Retries=3)
+  local try
+  for try in 1 2 3; do
+    if "${apt[@]}" update >/dev/null &&
+       "${apt[@]}" install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null; then
+      return 0
+    fi
+    echo "setup: apt-get failed (try $try of 3)" >&2
+    sleep $((try * 5))
+  done
+  echo "setup: could not install chromium; the report's browser test fails in CI without it" >&2
+  return 1
 }
 if [ "${LMFORGE_BROWSER:-1}" != 0 ]; then
   install_chromium
