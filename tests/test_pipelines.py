@@ -82,7 +82,9 @@ def test_pretraining_killed_mid_stage_resumes_to_identical_artifacts(tmp_path):
     """SIGKILL during pre-training, rerun: the stage resumes from its checkpoint and its model
     artifact is byte-identical (same content hash) to an uninterrupted run's."""
     spec = str(REPO / "examples" / "debug" / "pipeline.yaml")
-    args = ["--until", "pretrain", "-q", "pretrain.loop.checkpoint_every=10"]
+    # 40 steps (the spec says 160): the stage is cut short, resumed and compared, not judged
+    args = ["--until", "pretrain", "-q", "pretrain.loop.checkpoint_every=10",
+            "pretrain.loop.steps=40"]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     proc = _lmforge("run", spec, "--run-dir", str(clean), *args)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
