@@ -23,7 +23,8 @@ from lmforge.runner import read_manifest
 from lmforge.testing import run_spec
 from lmforge.training import loop as loop_mod
 
-pytestmark = pytest.mark.skipif(H.REAL is None, reason="needs the dense model and local backend")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(H.REAL is None, reason="needs the dense model and local backend")]
 
 STEPS, EVERY, CRASH = 12, 4, 10  # checkpoints at 4 and 8 when the crash at step 10 comes
 
