@@ -135,19 +135,54 @@ def cached_arrays(folder: Path, build: Callable[[Path], Mapping[str, Any]]
 
     ``build(tmp_dir)`` writes ``.npy`` files into ``tmp_dir`` and returns JSON-able meta; the
     folder is renamed into place only when complete, so an interruption never leaves a cache
-    that looks finished. Arrays come back memory-mapped read-only.
+    that looks finished. The size and sha256 of every array file are recorded in
+    ``meta.json``; a cache whose files no longer match is reported and built again. Arrays come
+    back memory-mapped read-only.
     """
+    from lmforge.fsutil import file_hashes
+
     folder = Path(folder)
-    if not (folder / "meta.json").is_file():
+    problem = cache_problem(folder)
+    if problem is not None:
+        if problem != "missing":
+            import warnings
+
+            from lmforge.errors import IntegrityWarning
+
+            warnings.warn(IntegrityWarning(f"cache {folder} is damaged ({problem}); building "
+                                           f"it again"), stacklevel=2)
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         meta = dict(build(tmp))
+        meta["_files"] = {rel: list(rec) for rel, rec in file_hashes(tmp).items()}
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
         atomic_replace_dir(tmp, folder)
     meta = json.loads((folder / "meta.json").read_text())
+    meta.pop("_files", None)
     arrays = {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
     return arrays, meta
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why the cache folder of :func:`cached_arrays` cannot be used (``"missing"``, damaged
+    files), or None when it is complete and intact."""
+    from lmforge.fsutil import file_hashes
+
+    if not (Path(folder) / "meta.json").is_file():
+        return "missing"
+    try:
+        recorded = json.loads((folder / "meta.json").read_text()).get("_files")
+    except (OSError, ValueError) as exc:
+        return f"meta.json is unreadable: {exc}"
+    if recorded is None:
+        return None  # written before hashes were recorded
+    found = {rel: list(rec) for rel, rec in file_hashes(folder).items() if rel != "meta.json"}
+    if found != recorded:
+        changed = sorted(set(found) ^ set(recorded)) or sorted(
+            r for r in found if found[r] != recorded.get(r))
+        return f"{', '.join(changed[:3])} changed since it was written"
+    return None
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
