@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lmforge import Config
-from lmforge.training.config import TrainLoopConfig, check_seq_len_fits, init_architecture
+from lmforge.training.config import (
+    TrainLoopConfig,
+    check_backend_fits,
+    check_seq_len_fits,
+    init_architecture,
+)
 
 
 class DPOConfig(Config):
@@ -35,6 +40,7 @@ class DPOConfig(Config):
         the spec fixes its architecture (checked again from model.json at run time)."""
         arch, what = init_architecture(inputs)
         check_seq_len_fits(self.loop, arch, what)
+        check_backend_fits(self.loop, arch, what)
 
     def output_architecture(self, inputs: Mapping[str, Any]) -> Any:
         """Preference optimisation keeps the architecture of the ``init`` model."""

@@ -22,11 +22,19 @@ import torch
 from lmforge import Stage, StageInputError
 from lmforge.chat import END, TokenizerArtifact, encode_chat, validate_messages
 from lmforge.datasetio import load_split, read_meta
-from lmforge.training.loop import LossOutput, Trainer, build_backend, evaluate, to_device
+from lmforge.training.loop import (
+    LossOutput,
+    Trainer,
+    build_backend,
+    data_parallel,
+    evaluate,
+    to_device,
+)
 from lmforge.training.losses import sequence_logprobs
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
     cache_key,
+    cache_problem,
     cached_arrays,
     check_init_stage,
     finish_training,
@@ -157,12 +165,13 @@ def reference_logps(module: torch.nn.Module, pairs: PairBatches, batch_size: int
                     backend: Any) -> np.ndarray:
     """Summed response log-probs of every pair under ``module``: float32 ``[N, 2]``.
 
-    Collective: every rank scores its share of the pairs (rank ``r`` takes pairs ``r, r + W,
-    ...``; a sharded module needs every rank in each forward) and the shares are gathered, so
-    every rank returns all ``N`` rows."""
+    Collective: every data-parallel rank scores its share of the pairs (rank ``r`` of ``W``
+    takes pairs ``r, r + W, ...``; a sharded module needs every rank in each forward, and
+    model-parallel peers score the same share) and the shares are gathered, so every rank
+    returns all ``N`` rows."""
     from lmforge import dist
 
-    rank, world = backend.rank, backend.world_size
+    rank, world = data_parallel(backend)
     n = len(pairs)
     steps = -(-n // (batch_size * world))  # the same number of forwards on every rank
     order = np.arange(n)[rank::world]
@@ -186,7 +195,7 @@ def reference_logps(module: torch.nn.Module, pairs: PairBatches, batch_size: int
         module.train(was)
     mine = torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
     result = np.zeros((n, 2), dtype=np.float32)
-    for r, part in enumerate(dist.all_gather(mine)):
+    for r, part in dist.all_gather((rank, mine)):  # model-parallel peers send equal shares
         result[np.arange(n)[r::world]] = part
     return result
 
@@ -246,7 +255,7 @@ class DPOStage(Stage):
             ctx.input("dataset").path).get("splits", {})
         held = self._pairs("heldout", backend, tok, trainer.module)[0] if has_heldout else None
         pairs.sampler = EpochSampler(len(pairs), loop.batch_size, loop.grad_accum,
-                                     backend.world_size, seed=ctx.seed)
+                                     data_parallel(backend)[1], seed=ctx.seed)
         trainer.batches = pairs
         trainer.data_state = {"pairs": len(pairs), "seed": ctx.seed}
         result = trainer.train()
@@ -258,8 +267,8 @@ class DPOStage(Stage):
         metrics.update(last)
         if held is not None and len(held):
             ev = evaluate(trainer.module, loss_fn,
-                          held.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
-                                          backend.world_size), backend)
+                          held.sequential(loop.batch_size, cfg.eval_batches,
+                                          *data_parallel(backend)), backend)
             metrics.update({"heldout/loss": ev["loss"],
                             "heldout/accuracy": ev["rewards/accuracy"],
                             "heldout/margin": ev["rewards/margin"],
@@ -276,7 +285,7 @@ def reference_cache(folder: Path, build: Any) -> np.ndarray:
     (every rank scores a share), writing is the main rank's: the others wait, then load."""
     from lmforge import dist
 
-    if dist.main_decides(lambda: not (folder / "meta.json").is_file()):
+    if dist.main_decides(lambda: cache_problem(folder) is not None):
         result = build()  # collective
         if dist.is_main():
             def write(tmp: Path) -> dict[str, Any]:

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, model_validator
 
 from lmforge import Config, ConfigValueError, Slot
-from lmforge.training.config import TrainLoopConfig, check_seq_len_fits, init_architecture
+from lmforge.training.config import (
+    TrainLoopConfig,
+    check_backend_fits,
+    check_seq_len_fits,
+    init_architecture,
+)
 
 if TYPE_CHECKING:
     from lmforge.spec.validate import UpstreamInput
@@ -41,6 +46,7 @@ class PretrainConfig(Config):
     @model_validator(mode="after")
     def _seq_len_fits_model(self) -> PretrainConfig:
         check_seq_len_fits(self.loop, self.model, "config.model")
+        check_backend_fits(self.loop, self.model, "config.model")
         return self
 
     def check_inputs(self, inputs: Mapping[str, UpstreamInput]) -> None:
@@ -82,6 +88,7 @@ class SFTConfig(Config):
         the spec fixes its architecture (it is checked again from model.json at run time)."""
         arch, what = init_architecture(inputs)
         check_seq_len_fits(self.loop, arch, what)
+        check_backend_fits(self.loop, arch, what)
 
     def output_architecture(self, inputs: Mapping[str, UpstreamInput]) -> Any:
         """Fine-tuning keeps the architecture: that of the ``init`` model, when known."""

@@ -7,7 +7,7 @@ from typing import Any
 from lmforge import Stage, StageInputError
 from lmforge.datasetio import read_meta, split_files
 from lmforge.modelio import ModelRecipe
-from lmforge.training.loop import Trainer, build_backend
+from lmforge.training.loop import Trainer, build_backend, data_parallel
 from lmforge.training.losses import lm_loss
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
@@ -55,7 +55,7 @@ class PretrainStage(Stage):
                                                  tok, cfg.num_proc))
         backend = build_backend(ctx, loop)
         blocks = BlockBatches(stream, loop.seq_len)
-        need = loop.batch_size * backend.world_size
+        need = loop.batch_size * data_parallel(backend)[1]
         if blocks.num_blocks < need:
             raise StageInputError(
                 f"stage {ctx.stage_id!r}: the train split of {ds.path} has {len(stream)} tokens, "
@@ -63,7 +63,7 @@ class PretrainStage(Stage):
                 f"one micro-batch needs {need} blocks ({need * loop.seq_len + 1} tokens); add data "
                 f"or lower loop.batch_size / loop.seq_len")
         blocks.sampler = EpochSampler(blocks.num_blocks, loop.batch_size, loop.grad_accum,
-                                      backend.world_size, seed=ctx.seed)
+                                      data_parallel(backend)[1], seed=ctx.seed)
 
         if "init" in ctx.inputs:
             recipe = init_recipe(ctx)
@@ -84,7 +84,7 @@ class PretrainStage(Stage):
             if hb.num_blocks:
                 metrics.update(heldout_metrics(
                     ctx, backend, trainer.module, lm_loss,
-                    hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
-                                  backend.world_size), result.steps, "tokens"))
+                    hb.sequential(loop.batch_size, cfg.eval_batches,
+                                  *data_parallel(backend)), result.steps, "tokens"))
         finish_training(ctx, trainer)
         return metrics

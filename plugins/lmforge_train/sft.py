@@ -12,7 +12,7 @@ from typing import Any
 
 from lmforge import Stage, StageInputError
 from lmforge.datasetio import read_meta
-from lmforge.training.loop import Trainer, build_backend
+from lmforge.training.loop import Trainer, build_backend, data_parallel
 from lmforge.training.losses import lm_loss
 from lmforge.training.sampling import EpochSampler
 from lmforge.training.stagekit import (
@@ -50,7 +50,7 @@ class SFTStage(Stage):
                 f"(train) has an assistant token within loop.seq_len + 1 = {loop.seq_len + 1} "
                 f"tokens; raise loop.seq_len or shorten the prompts")
         batches.sampler = EpochSampler(len(batches.keep), loop.batch_size, loop.grad_accum,
-                                       backend.world_size, seed=ctx.seed)
+                                       data_parallel(backend)[1], seed=ctx.seed)
 
         trainer = Trainer(ctx, init_recipe(ctx), loop, lm_loss, batches, backend=backend,
                           data_state={"rows": len(batches.keep), "seed": ctx.seed})
@@ -68,7 +68,7 @@ class SFTStage(Stage):
             if len(hb.keep):
                 metrics.update(heldout_metrics(
                     ctx, backend, trainer.module, lm_loss,
-                    hb.sequential(loop.batch_size, cfg.eval_batches, backend.rank,
-                                  backend.world_size), result.steps, "assistant_tokens"))
+                    hb.sequential(loop.batch_size, cfg.eval_batches,
+                                  *data_parallel(backend)), result.steps, "assistant_tokens"))
         finish_training(ctx, trainer)
         return metrics

@@ -74,6 +74,27 @@ def check_seq_len_fits(loop: TrainLoopConfig, architecture: Any, what: str) -> N
             ("loop", "seq_len"))
 
 
+def check_backend_fits(loop: TrainLoopConfig, architecture: Any, what: str) -> None:
+    """Ask ``loop.backend`` whether it can train ``architecture`` (when the spec fixes it):
+    a backend config may define ``check_architecture(architecture, loop)``, raising
+    :class:`lmforge.ConfigValueError` (a key of the backend's config) or ``ValueError`` — e.g.
+    Megatron's tensor-parallel size must divide the attention heads. Re-raised as a
+    :class:`lmforge.ConfigValueError` at ``loop.backend.<key>`` naming ``what``; for config
+    validators and ``check_inputs`` of training stages."""
+    from lmforge.errors import ConfigValueError
+
+    check = getattr(loop.backend, "check_architecture", None)
+    if architecture is None or not callable(check) or not hasattr(architecture, "model_dump"):
+        return
+    try:
+        check(architecture, loop)
+    except ConfigValueError as exc:
+        raise ConfigValueError(f"{exc.message} ({what})",
+                               ("loop", "backend", *exc.path)) from None
+    except ValueError as exc:
+        raise ConfigValueError(f"{exc} ({what})", ("loop", "backend")) from None
+
+
 def init_architecture(inputs: Mapping[str, Any]) -> tuple[Any, str]:
     """The architecture of a stage's ``init`` input when the spec fixes it (None otherwise),
     and how to name it in a message."""

@@ -8,6 +8,8 @@ A stage supplies three things and gets back a trained model:
 * a :class:`BatchSource` — ``micro_batches(step, rank, world_size)`` returning the
   ``grad_accum`` micro-batches of optimizer step ``step`` as a pure function of the step (see
   :class:`lmforge.training.sampling.EpochSampler`), so the data position is the step itself.
+  ``rank`` and ``world_size`` are data-parallel ones (:func:`data_parallel`): model-parallel
+  peers read the same batch.
 
 Per optimizer step the loop runs every micro-batch forward (under ``backend.autocast()``) and
 backward on its *summed* loss, then divides the gradients by the number of units of the whole
@@ -99,6 +101,16 @@ class TrainResult:
 def build_backend(ctx: StageContext, loop: TrainLoopConfig) -> Backend:
     """The execution backend selected by ``loop.backend`` (``factory(config)``)."""
     return ctx.build("backend", loop.backend)
+
+
+def data_parallel(backend: Backend) -> tuple[int, int]:
+    """``(rank, size)`` of this process among the backend's *data-parallel* replicas: the
+    processes that read different batches. Model-parallel peers (Megatron's tensor-, context-
+    and pipeline-parallel ranks) read the same batch and share one data-parallel rank. A
+    backend says so with ``dp_rank`` / ``dp_size``; otherwise every rank is a replica
+    (``(rank, world_size)``). Data order and evaluation shares are functions of these."""
+    return (int(getattr(backend, "dp_rank", backend.rank)),
+            int(getattr(backend, "dp_size", backend.world_size)))
 
 
 def to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -321,21 +333,32 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """One optimizer step (``self.step`` -> ``self.step + 1``); returns its metrics."""
+        """One optimizer step (``self.step`` -> ``self.step + 1``); returns its metrics.
+
+        A backend with its own ``train_step`` (Megatron: a pipeline schedule) runs the whole
+        step — forward/backward of every micro-batch, gradient reduction, clipping, the
+        optimizer — see :class:`lmforge.interfaces.Backend`; otherwise the loop does, through
+        the backend's ``no_sync`` and ``clip_grad_norm_``."""
         be = self.backend
         lr = lr_at(self.step, self.loop.optim, self.loop.steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        micro = self.batches.micro_batches(self.step, be.rank, be.world_size)
-        loss_sum, count, metric_sums, tokens = accumulate_gradients(self.module, self.loss_fn,
-                                                                    micro, be)
-        grad_norm = be.clip_grad_norm_(self.module, self.loop.optim.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        dp_rank, dp_size = data_parallel(be)
+        micro = self.batches.micro_batches(self.step, dp_rank, dp_size)
+        step_fn = getattr(be, "train_step", None)
+        if callable(step_fn):
+            loss_sum, count, metric_sums, tokens, grad_norm = step_fn(
+                self.module, self.optimizer, self.loss_fn, micro, self.loop.optim.grad_clip)
+        else:
+            loss_sum, count, metric_sums, tokens = accumulate_gradients(
+                self.module, self.loss_fn, micro, be)
+            grad_norm = be.clip_grad_norm_(self.module, self.loop.optim.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         total = be.all_reduce_mean(count)
         loss = be.all_reduce_mean(loss_sum) / total if total else float("nan")
-        step_tokens = int(round(be.all_reduce_mean(float(tokens)) * be.world_size))
+        step_tokens = int(round(be.all_reduce_mean(float(tokens)) * dp_size))
         self.tokens_seen += step_tokens
         out = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": step_tokens}
         for k, v in metric_sums.items():
