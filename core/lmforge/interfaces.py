@@ -196,6 +196,22 @@ class Backend(Protocol):
     and calls the returned module.
 
     Collective methods (marked so) must be called by every rank of the world.
+
+    Optional, for backends that split the model itself over ranks (Megatron-Core):
+
+    * ``dp_rank`` / ``dp_size``: this process's data-parallel coordinates. Batches, evaluation
+      shares and the data order are functions of ``(seed, step, dp_rank)``; model-parallel
+      peers (tensor-, context-, pipeline-parallel ranks) share a ``dp_rank`` and read the same
+      batch (:func:`lmforge.training.loop.data_parallel`). Default: ``(rank, world_size)``.
+    * ``train_step(module, optimizer, loss_fn, micro_batches, max_norm) -> (loss_sum, count,
+      metric_sums, input_tokens, grad_norm)``: collective; one whole optimizer step — forward
+      and backward of every micro-batch (``loss_fn(module, batch)``, a
+      :class:`lmforge.training.loop.LossFn`), gradient reduction and division by the step's
+      total count over all data-parallel ranks, clipping to ``max_norm`` (0: none), the
+      optimizer's step and zeroing of gradients. The returned sums are this rank's
+      data-parallel share (equal on its model-parallel peers; the trainer averages them over
+      all ranks). Without it the trainer runs the step through ``no_sync`` and
+      ``clip_grad_norm_``.
     """
 
     device: torch.device
