@@ -15,7 +15,8 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.lmforge-installed
-want="$(cat pyproject.toml constraints/dev.txt | sha256sum | cut -c1-16)"
+# the version is part of the installed metadata (plugin versions, stage keys): reinstall on a bump
+want="$(cat pyproject.toml constraints/dev.txt core/lmforge/_version.py | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install --quiet --upgrade pip
   # '.[megatron]': the Megatron backend's tests run on CPU in CI (about 10 s more to install)
