@@ -337,9 +337,14 @@ class MegatronBackend:
                                "Transformer Engine or use transformer_engine: auto")
         self.use_te = config.transformer_engine != "off" and have_transformer_engine() \
             and self.device.type == "cuda"
-        if config.context_parallel > 1 and not self.use_te:
-            raise LmforgeError("backend 'megatron': context_parallel > 1 needs Transformer "
-                               "Engine's attention, which is not available here")
+        if not self.unavailable and not self.use_te:
+            if config.context_parallel > 1:
+                raise LmforgeError("backend 'megatron': context_parallel > 1 needs Transformer "
+                                   "Engine's attention, which is not available here")
+            if config.sequence_parallel:
+                raise LmforgeError("backend 'megatron': sequence_parallel needs Transformer "
+                                   "Engine's norms (Megatron-Core's torch norms refuse it), "
+                                   "which are not available here")
         # Megatron's rank order tp-cp-(ep)-dp-pp: the dense groups are tp fastest, then cp,
         # dp, pp. Computed here (no collective) so stages can shard data before building.
         tp, cp = config.tensor_parallel, config.context_parallel

@@ -7,7 +7,6 @@ processes that load ``megatron_cpu`` (``lmforge -p megatron_cpu``), never in pro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -25,12 +24,6 @@ from train_helpers import (  # noqa: E402
     real_text,
     write_dataset,
 )
-
-HAVE_MEGATRON = importlib.util.find_spec("megatron") is not None and \
-    importlib.util.find_spec("megatron.core") is not None
-
-needs_megatron = pytest.mark.skipif(not HAVE_MEGATRON, reason="megatron-core is not installed "
-                                    "(pip install -c constraints/dev.txt -e '.[megatron]')")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ import pytest
 import safetensors.torch
 import train_helpers as H
 import yaml
-from conftest import needs_megatron
+from megatron_helpers import needs_megatron
 
 pytestmark = [pytest.mark.slow, needs_megatron]
 

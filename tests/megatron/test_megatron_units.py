@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import train_helpers as H
-from conftest import needs_megatron
+from megatron_helpers import needs_megatron
 
 import lmforge_megatron.plugin
 from lmforge import ConfigValueError, LmforgeError, SpecError
@@ -143,6 +143,22 @@ def test_the_backend_requires_cuda_and_says_so(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(LmforgeError, match="needs NVIDIA GPUs.*torch sees no CUDA device.*"
                                            "backend local, ddp or fsdp2"):
         backend.build_model(recipe)
+
+
+@needs_megatron
+def test_layers_only_transformer_engine_has_are_refused_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmforge_megatron.backend import MegatronBackend, have_transformer_engine
+
+    if have_transformer_engine():
+        pytest.skip("Transformer Engine is installed")
+    monkeypatch.setenv(CPU_ENV, "1")
+    with pytest.raises(LmforgeError, match="sequence_parallel needs Transformer Engine"):
+        MegatronBackend(MegatronBackendConfig(tensor_parallel=2, sequence_parallel=True))
+    with pytest.raises(LmforgeError, match="context_parallel > 1 needs Transformer Engine"):
+        MegatronBackend(MegatronBackendConfig(context_parallel=2))
+    with pytest.raises(LmforgeError, match="transformer_engine: on"):
+        MegatronBackend(MegatronBackendConfig(transformer_engine="on"))
 
 
 @needs_megatron
