@@ -48,23 +48,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins")]  # run from a checkout, installed or not
 
+from gpu_peak import peak_tflops  # noqa: E402  (benchmarks/gpu_peak.py)
+
 from lmforge.modelio import ModelRecipe, save_model  # noqa: E402
 from lmforge.training.config import OptimConfig  # noqa: E402
 from lmforge.training.losses import lm_loss  # noqa: E402
 from lmforge_models.config import DenseConfig, MoEConfig  # noqa: E402
-
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0,
-                    "L40S": 362.0, "GH200": 989.0}
-
-
-def peak_tflops(override: float | None) -> float:
-    if override:
-        return override
-    name = torch.cuda.get_device_name()
-    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
-        if all(part in name for part in key.split()):
-            return PEAK_BF16_TFLOPS[key]
-    raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops")
 
 
 def models(seq: int) -> dict[str, tuple[Any, int]]:
