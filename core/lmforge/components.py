@@ -42,6 +42,9 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "dataset/chat",  # conversations: a ``messages`` column of {role, content}
     "dataset/preference",  # pairs: ``prompt`` (messages), ``chosen`` and ``rejected`` (str)
     "dataset/multiple-choice",  # ``question``, ``choices`` (list[str]), ``answer`` (int)
+    # tasks for generation: ``prompt`` (messages); optional ``reference`` (gold answer),
+    # ``tests`` (checks for code, e.g. doctests), ``entry_point`` and other fields
+    "dataset/prompt",
     "tokenizer",
     "model",
     "report",

@@ -43,7 +43,11 @@ class CausalLMOutput:
     * ``labels`` and ``return_logprobs=True``: ``token_logprobs`` — float32 ``[B, T]``,
       ``log p(labels[b, t])``, 0 at ignored positions (for DPO, PPO, reward scoring);
     * no ``labels``: ``logits`` ``[B, T', V]`` of the last ``logits_to_keep`` positions
-      (all when ``None``), e.g. ``logits_to_keep=1`` for generation.
+      (all when ``None``), e.g. ``logits_to_keep=1`` for generation;
+    * a model built with a *score head* (architecture config ``head: score``; reward and
+      value models) has no vocabulary projection: it returns ``scores``, float32 ``[B, T']``,
+      one scalar per position of the last ``logits_to_keep`` positions (all when ``None``);
+      ``labels`` are an error. A sequence's score is the one at its last real token.
 
     ``aux_losses`` maps a name (``load_balancing``, ``router_z``) to a scalar already scaled by
     its coefficient; training adds their sum (:attr:`aux_loss`) to the per-token mean loss.
@@ -54,6 +58,7 @@ class CausalLMOutput:
     num_tokens: torch.Tensor | None = None
     token_logprobs: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property

@@ -41,12 +41,12 @@ def _register_output_pytree() -> None:
 
     from lmforge.interfaces import CausalLMOutput
 
-    names = ("loss_sum", "num_tokens", "token_logprobs", "logits", "aux_losses")
+    names = ("loss_sum", "num_tokens", "token_logprobs", "logits", "scores", "aux_losses")
     try:
         _pytree.register_pytree_node(
             CausalLMOutput,
             lambda o: ([getattr(o, n) for n in names], None),
-            lambda values, _: CausalLMOutput(*values),
+            lambda values, _: CausalLMOutput(**dict(zip(names, values, strict=True))),
             serialized_type_name="lmforge.interfaces.CausalLMOutput",
         )
     except ValueError:  # already registered (module reloaded)
