@@ -115,14 +115,27 @@ def hash_files(paths: Sequence[Path]) -> list[str]:
         return list(pool.map(hash_file, paths))
 
 
-def file_hashes(path: Path) -> dict[str, tuple[int, str]]:
+def file_hashes(path: Path, known: Mapping[str, tuple[int, str]] | None = None
+                ) -> dict[str, tuple[int, str]]:
     """``{relative path: (size, sha256)}`` of every file under ``path``, sorted; hidden temp
-    files (a path part starting with ``.``) are ignored."""
+    files (a path part starting with ``.``) are ignored. ``known``: hashes taken while the
+    files were written (relative path -> (size, sha256)); such a file is not re-read when its
+    size still matches."""
     path = Path(path)
+    known = known or {}
     files = sorted(p for p in path.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    digests = hash_files(files)
-    return {str(f.relative_to(path)): (f.stat().st_size, d) for f, d in zip(files, digests)}
+    out: dict[str, tuple[int, str]] = {}
+    todo = []
+    for f in files:
+        rel, size = str(f.relative_to(path)), f.stat().st_size
+        if rel in known and known[rel][0] == size:
+            out[rel] = (size, known[rel][1])
+        else:
+            todo.append(f)
+    for f, d in zip(todo, hash_files(todo)):
+        out[str(f.relative_to(path))] = (f.stat().st_size, d)
+    return dict(sorted(out.items()))
 
 
 def combine_hashes(files: dict[str, tuple[int, str]]) -> str:

@@ -448,7 +448,7 @@ class Runner:
         dist.barrier()
         if main:
             try:
-                outputs = self._record_outputs(plan, stage_dir)
+                outputs = self._record_outputs(plan, stage_dir, ctx.recorded_files)
             except BaseException as exc:  # noqa: BLE001
                 dist.broadcast(None)
                 raise self._fail(plan, manifest, stage_dir, exc, start) from None
@@ -463,16 +463,19 @@ class Runner:
         return (StageOutcome(plan.id, c.name, "complete", final["seconds"], final["metrics"]),
                 artifacts_from_manifest(stage_dir, final))
 
-    def _record_outputs(self, plan: StagePlan, stage_dir: Path) -> dict[str, Any]:
+    def _record_outputs(self, plan: StagePlan, stage_dir: Path,
+                        recorded: Mapping[str, Mapping[str, tuple[int, str]]] | None = None
+                        ) -> dict[str, Any]:
         """Manifest entries of the declared outputs: path, folder hash and per-file
-        ``[size, sha256]`` (checked before the stage is reused)."""
+        ``[size, sha256]`` (checked before the stage is reused). Files the stage hashed while
+        writing them (``ctx.record_output_files``) are not re-read."""
         outputs = {}
         for name, kind in plan.outputs.items():
             path = stage_dir / "outputs" / name
             if not path.is_dir() or not any(path.iterdir()):
                 raise LmforgeError(f"stage plugin {plan.component.name!r} finished without "
                                    f"writing its declared output {name!r} ({kind}) to {path}")
-            files = file_hashes(path)
+            files = file_hashes(path, (recorded or {}).get(name))
             outputs[name] = {"kind": kind, "path": str(path.relative_to(stage_dir)),
                              "hash": combine_hashes(files),
                              "files": {rel: list(rec) for rel, rec in files.items()}}

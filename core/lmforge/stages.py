@@ -107,6 +107,8 @@ class StageContext:
         self.world_size = world_size
         self._metrics_path = stage_dir / "metrics.jsonl"
         self._last_metrics: dict[str, Any] = {}
+        #: output name -> {relative path: (size, sha256)} hashed by the stage while writing
+        self.recorded_files: dict[str, dict[str, tuple[int, str]]] = {}
 
     @property
     def is_main(self) -> bool:
@@ -132,6 +134,17 @@ class StageContext:
             return
         atomic_write_text(self.output_dir(name) / "artifact.json",
                           json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+    def record_output_files(self, name: str, files: Mapping[str, tuple[int, str]]) -> None:
+        """Tell the runner the ``(size, sha256)`` of files of output ``name`` (paths relative
+        to :meth:`output_dir`) that the stage hashed as it wrote them, so the runner does not
+        re-read them to build the manifest. A recorded file whose size on disk differs when
+        the stage returns is hashed again; files not recorded are hashed by the runner."""
+        if name not in self.output_kinds:
+            raise KeyError(f"stage {self.stage_id!r} declares no output {name!r}")
+        known = self.recorded_files.setdefault(name, {})
+        for rel, (size, digest) in files.items():
+            known[str(rel)] = (int(size), str(digest))
 
     def work_dir(self, name: str = "work") -> Path:
         """A scratch folder inside the stage directory that survives an interruption."""
