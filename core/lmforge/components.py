@@ -104,11 +104,34 @@ class Slot:
 
 @dataclass(frozen=True)
 class InputSlot:
-    """An input a stage component consumes: which artifact kinds it accepts, and whether required."""
+    """An input a stage component consumes: which artifact kinds it accepts, and whether required.
+
+    ``many=True`` makes it take a list of artifacts (``inputs: {candidates: [sft, dpo]}``): each
+    listed stage's output must be of an accepted kind, the list must not be empty (when
+    required) nor name the same output twice, and its order is kept (it is part of the stage
+    key). The runner hands the elements over as ``ctx.inputs["candidates[0]"]``, ... (see
+    :func:`input_key`), read together with ``ctx.input_list("candidates")``.
+    """
 
     accepts: tuple[str, ...]
     required: bool = True
     help: str = ""
+    many: bool = False
+
+
+def input_key(slot: str, index: int) -> str:
+    """The key of element ``index`` of a ``many`` input ``slot`` in a stage's wired inputs,
+    ``ctx.inputs`` and its manifest: ``"candidates[0]"``."""
+    return f"{slot}[{index}]"
+
+
+def split_input_key(key: str) -> tuple[str, int | None]:
+    """``"candidates[2]"`` -> ``("candidates", 2)``; a single input's key -> ``(key, None)``."""
+    if key.endswith("]") and "[" in key:
+        slot, _, index = key[:-1].rpartition("[")
+        if index.isdigit():
+            return slot, int(index)
+    return key, None
 
 
 OutputsFn = Callable[[Any], Mapping[str, str]]

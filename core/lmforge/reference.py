@@ -165,7 +165,8 @@ def markdown_reference(pm: PluginManager) -> str:
                     f"(plugin `{c.plugin}`, {c.distribution})", ""]
             if c.inputs:
                 out += ["Inputs: " + "; ".join(
-                    f"`{k}` ({' or '.join(v.accepts)}{'' if v.required else ', optional'})"
+                    f"`{k}` ({'a list of ' if v.many else ''}{' or '.join(v.accepts)}"
+                    f"{'' if v.required else ', optional'})"
                     for k, v in c.inputs.items()), ""]
             outs = c.outputs if isinstance(c.outputs, dict) else None
             out += [("Outputs: " + ", ".join(f"`{k}` ({v})" for k, v in outs.items()))

@@ -4,7 +4,8 @@ A stage component's factory is called as ``factory(config, ctx)`` and returns a 
 The runner then calls :meth:`Stage.check` (cheap validation of inputs, before any heavy work)
 and :meth:`Stage.run`. A stage:
 
-* reads its inputs from ``ctx.inputs[name]`` (:class:`Artifact`: kind, path, hash, meta);
+* reads its inputs from ``ctx.inputs[name]`` (:class:`Artifact`: kind, path, hash, meta),
+  and an input that takes several artifacts with ``ctx.input_list(name)``;
 * writes each declared output under ``ctx.output_dir(name)`` — the runner hashes that folder and
   records it in the manifest only after ``run`` returns, so a partial output is never complete;
 * logs metrics with ``ctx.log(step, {...})`` and long work with ``ctx.progress(...)``;
@@ -159,6 +160,23 @@ class StageContext:
         except KeyError:
             raise StageInputError(f"stage {self.stage_id!r} needs input {name!r} but none was "
                                   f"wired; add it under 'inputs:' in the spec") from None
+
+    def input_list(self, name: str) -> list[Artifact]:
+        """The artifacts of an input that takes several (``InputSlot(many=True)``), in the
+        spec's order; each names its producing stage (``Artifact.stage_id``). Empty when an
+        optional one is not wired."""
+        from lmforge.components import split_input_key
+
+        decl = self.component.inputs.get(name)
+        if decl is None or not decl.many:
+            raise KeyError(f"stage plugin {self.component.name!r} has no input {name!r} that "
+                           f"takes several artifacts")
+        found = []
+        for key, artifact in self.inputs.items():
+            slot, index = split_input_key(key)
+            if slot == name and index is not None:
+                found.append((index, artifact))
+        return [a for _, a in sorted(found, key=lambda pair: pair[0])]
 
     # -- components ------------------------------------------------------------------------
     def build(self, kind: str, config: Config, *args: Any, **kwargs: Any) -> Any:

@@ -40,9 +40,10 @@ class StageBase(Config):
     id: str = Field(pattern=STAGE_ID_PATTERN, max_length=STAGE_ID_MAX_LENGTH,
                     description="Unique stage id; also the stage's folder under run_dir: a "
                     "letter, then letters, digits, '_' or '-'; at most 64 characters.")
-    inputs: dict[str, str] = Field(
+    inputs: dict[str, str | list[str]] = Field(
         default_factory=dict,
-        description="Input name -> producing stage id (or 'stage_id.output' when it has several).")
+        description="Input name -> producing stage id (or 'stage_id.output' when it has "
+        "several); an input that takes several artifacts takes a list of them.")
     description: str = Field(default="", description="Free text, shown by `lmforge plan`.")
 
 

@@ -14,7 +14,7 @@ Order of checks (all run; issues are collected, not raised one by one):
    * ``check_inputs(inputs: Mapping[str, UpstreamInput]) -> None`` raises ``ValueError`` (or
      :class:`lmforge.ConfigValueError` naming a key of the config) when the config does not
      fit what its inputs will be, e.g. ``loop.seq_len`` longer than the init model's
-     ``max_seq_len``;
+     ``max_seq_len`` (an input that takes several artifacts maps to a list of them);
    * ``output_architecture(inputs) -> Config | None`` gives the architecture of the ``model``
      the stage writes when the spec fixes it, passed on as ``UpstreamInput.architecture`` to the
      stages that consume that model.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from lmforge.components import STAGE_KINDS, Component, Config
+from lmforge.components import STAGE_KINDS, Component, Config, input_key, split_input_key
 from lmforge.errors import ConfigValueError, PluginError, SpecError, SpecIssue
 from lmforge.spec.source import Located, PathT, format_path, short_repr
 from lmforge.specpath import CHECK_FILES, SPEC_DIR
@@ -46,7 +46,9 @@ class StagePlan:
     id: str
     spec: Any  # the validated stage model (id, kind, plugin, inputs, config)
     component: Component
-    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # slot -> (stage, output)
+    # slot -> (stage, output); an input that takes several artifacts (``InputSlot.many``) has
+    # one entry per element, keyed ``input_key(slot, i)`` ("candidates[0]"), in spec order.
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # output name -> artifact kind
 
     @property
@@ -60,7 +62,8 @@ class UpstreamInput:
     a stage config's ``check_inputs``)."""
 
     stage_id: str  # the producing stage
-    output: str  # its output name
+    output: str  # its output name (for an input taking several artifacts, ``check_inputs``
+    # gets a list of these, in the spec's order)
     kind: str  # artifact kind
     config: Any  # the producing stage's validated config
     architecture: Any = None  # for a model: its architecture config, when the spec fixes it
@@ -176,12 +179,18 @@ def _check_inputs(order: list[StagePlan], index: dict[str, int], out: _Collector
     by_id = {p.id: p for p in order}
     archs: dict[str, Any] = {}
     for plan in order:
-        inputs = {}
-        for slot, (src, name) in plan.inputs.items():
+        inputs: dict[str, Any] = {}
+        for key, (src, name) in plan.inputs.items():
             kind = by_id[src].outputs[name]
-            inputs[slot] = UpstreamInput(stage_id=src, output=name, kind=kind,
-                                         config=by_id[src].config,
-                                         architecture=archs.get(src) if kind == "model" else None)
+            upstream = UpstreamInput(stage_id=src, output=name, kind=kind,
+                                     config=by_id[src].config,
+                                     architecture=archs.get(src) if kind == "model" else None)
+            slot, element = split_input_key(key)
+            decl = plan.component.inputs.get(slot)
+            if element is not None and decl is not None and decl.many:
+                inputs.setdefault(slot, []).append(upstream)
+            else:
+                inputs[key] = upstream
         path: PathT = ("stages", index[plan.id], "config")
         check = getattr(plan.config, "check_inputs", None)
         if callable(check):
@@ -437,11 +446,51 @@ def _resolve_input(plan: StagePlan, slot: str, ref: str, by_id: dict[str, StageP
     return sid, out_name
 
 
+def _wire_many(plan: StagePlan, slot: str, refs: Any, by_id: dict[str, StagePlan],
+               out: _Collector, path: PathT) -> None:
+    """Wire an input that takes several artifacts: a non-empty list (when required) of distinct
+    outputs, each of an accepted kind; element ``j`` becomes ``plan.inputs[input_key(slot, j)]``."""
+    decl = plan.component.inputs[slot]
+    accepts = " or ".join(decl.accepts)
+    if not isinstance(refs, list):
+        out.add(path, f"input {slot!r} of stage plugin {plan.component.name!r} takes a list of "
+                f"stage ids ({accepts}), got {short_repr(refs)}",
+                f"write '{slot}: [{refs if isinstance(refs, str) else '<stage id>'}, ...]'")
+        return
+    if not refs:
+        if decl.required:
+            out.add(path, f"input {slot!r} lists no stage; stage plugin "
+                    f"{plan.component.name!r} needs at least one ({accepts})",
+                    decl.help or f"write '{slot}: [<stage id>, <stage id>]'")
+        return
+    seen: dict[tuple[str, str], int] = {}
+    for j, ref in enumerate(refs):
+        resolved = _resolve_input(plan, slot, ref, by_id, out, (*path, j))
+        if not resolved:
+            continue
+        if resolved in seen:
+            out.add((*path, j), f"input {slot!r} lists {resolved[0]}.{resolved[1]} twice "
+                    f"(items {seen[resolved]} and {j})", "list each artifact once")
+            continue
+        seen[resolved] = j
+        plan.inputs[input_key(slot, j)] = resolved
+
+
 def _wire(plans: list[StagePlan], out: _Collector) -> list[StagePlan]:
     by_id = {p.id: p for p in plans}
     for i, p in enumerate(plans):
         for slot, ref in p.spec.inputs.items():
-            resolved = _resolve_input(p, slot, ref, by_id, out, ("stages", i, "inputs", slot))
+            path: PathT = ("stages", i, "inputs", slot)
+            decl = p.component.inputs.get(slot)
+            if decl is not None and decl.many:
+                _wire_many(p, slot, ref, by_id, out, path)
+                continue
+            if decl is not None and isinstance(ref, list):
+                out.add(path, f"input {slot!r} of stage plugin {p.component.name!r} takes one "
+                        f"stage id, got a list", "only inputs that take several artifacts take a "
+                        f"list; write '{slot}: <stage id>'")
+                continue
+            resolved = _resolve_input(p, slot, ref, by_id, out, path)
             if resolved:
                 p.inputs[slot] = resolved
         for slot, decl in p.component.inputs.items():
@@ -475,11 +524,14 @@ def _check_wiring_raw(stages: list[Any], components: dict[int, Component], bad: 
     for i, st in enumerate(stages):
         if not isinstance(st, dict) or i in bad or not isinstance(st.get("inputs"), dict):
             continue
-        for slot, ref in st["inputs"].items():
-            if isinstance(ref, str) and _parse_ref(ref)[0] not in ids:
-                sid = _parse_ref(ref)[0]
-                out.add(("stages", i, "inputs", slot), f"input {slot!r} refers to unknown stage "
-                        f"{sid!r}", _did_you_mean(sid, list(ids)))
+        for slot, value in st["inputs"].items():
+            refs = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for j, ref in refs:
+                if isinstance(ref, str) and _parse_ref(ref)[0] not in ids:
+                    sid = _parse_ref(ref)[0]
+                    where: PathT = ("stages", i, "inputs", slot) + (() if j is None else (j,))
+                    out.add(where, f"input {slot!r} refers to unknown stage {sid!r}",
+                            _did_you_mean(sid, list(ids)))
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
