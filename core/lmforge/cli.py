@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,25 @@ Plugins: installed plugins are discovered through the entry-point group 'lmforge
 """
 
 
+class _LazyConsole:
+    """A rich ``Console`` made on first use: importing rich costs about 50 ms, which commands
+    that print nothing through it (or only plain lines, see :func:`cmd_validate`) save."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = _rich_console(self._stderr)
+        return getattr(self._console, name)
+
+
 def _console(stderr: bool = True) -> Any:
+    return _LazyConsole(stderr)
+
+
+def _rich_console(stderr: bool) -> Any:
     import shutil
 
     from rich.console import Console
@@ -99,7 +117,11 @@ def _verify_arg(p: argparse.ArgumentParser) -> None:
                    "resume")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugin_commands: Mapping[str, list[Any]] | None = None,
+                 chosen: str | None = None) -> argparse.ArgumentParser:
+    """The ``lmforge`` parser: built-in commands, plus ``plugin_commands`` (name -> the
+    :class:`lmforge.commands.Command` records plugins add under it; see
+    :func:`_add_plugin_commands`). ``parser.builtin_commands`` names the built-in ones."""
     common = _plugin_options(top=False)
     parser = argparse.ArgumentParser(
         prog="lmforge", description="Train language models end to end from one pipeline spec: "
@@ -181,7 +203,63 @@ def build_parser() -> argparse.ArgumentParser:
     newp.add_argument("--dir", type=Path, default=None,
                       help="where to create it (default: ./lmforge-NAME)")
     newp.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    parser.builtin_commands = tuple(sub.choices)  # type: ignore[attr-defined]
+    if plugin_commands:
+        _add_plugin_commands(sub, common, plugin_commands, chosen)
     return parser
+
+
+def _add_plugin_commands(sub: Any, common: argparse.ArgumentParser,
+                         commands: Mapping[str, list[Any]], chosen: str | None) -> None:
+    """Add plugins' commands (:mod:`lmforge.commands`) as subparsers. Only ``chosen``'s
+    factory is imported and called to add its arguments; its ``run`` goes to the defaults as
+    ``plugin_run``. A name two plugins add, or one that cannot be loaded, is a
+    :class:`UsageError` when chosen."""
+    for name, cmds in sorted(commands.items()):
+        if name in sub.choices:
+            continue  # a built-in command wins (the caller warns)
+        cmd = cmds[0]
+        p = sub.add_parser(name, parents=[common], help=f"{cmd.help} [plugin {cmd.plugin}]",
+                           description=cmd.description or cmd.help, epilog=cmd.epilog or None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name != chosen:
+            continue
+        if len(cmds) > 1:
+            raise UsageError(f"command {name!r} is added by several plugins: "
+                             f"{', '.join(repr(c.plugin) for c in cmds)}; disable all but one "
+                             f"with --plugins or LMFORGE_PLUGINS")
+        try:
+            run = cmd.load_factory()(p)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not raised
+            raise UsageError(f"command {name!r} of plugin {cmd.plugin!r} cannot be loaded: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        if not callable(run):
+            raise UsageError(f"command {name!r} of plugin {cmd.plugin!r}: its factory returned "
+                             f"{run!r}, not the function that runs the command")
+        p.set_defaults(plugin_run=run)
+
+
+def _parser_with_plugin_commands(argv: list[str], warnings: list[str]
+                                 ) -> tuple[argparse.ArgumentParser, Any]:
+    """The parser for ``argv``, and the plugin manager when plugins had to be loaded for it.
+
+    Plugins are loaded here only when ``argv`` names no built-in command (a plugin's command,
+    a typo, or ``lmforge --help``), so built-in commands start as fast as before."""
+    parser = build_parser()
+    pre, rest = _plugin_options(top=True).parse_known_args(argv)
+    word = next((w for w in rest if not w.startswith("-")), None)
+    if word in parser.builtin_commands or "--version" in rest:  # type: ignore[attr-defined]
+        return parser, None
+    from lmforge.commands import collect_commands
+
+    pm = _load_plugins(pre)
+    commands, problems = collect_commands(pm)
+    warnings += problems
+    for name, cmds in commands.items():
+        if name in parser.builtin_commands:  # type: ignore[attr-defined]
+            warnings.append(f"plugin {cmds[0].plugin!r} adds a command {name!r}, which is "
+                            f"built in; the plugin's is ignored")
+    return build_parser(commands, chosen=word), pm
 
 
 def _load_plugins(args: argparse.Namespace) -> Any:
@@ -214,6 +292,9 @@ def _validated(args: argparse.Namespace, pm: Any) -> Any:
 def cmd_validate(args: argparse.Namespace, pm: Any, console: Any) -> int:
     pipeline = _validated(args, pm)
     ids = ", ".join(s.id for s in pipeline.stages)
+    if not sys.stderr.isatty():  # what rich prints to a pipe (no colour), without importing it
+        sys.stderr.write(f"ok: {args.spec} is valid — {len(pipeline.stages)} stages ({ids})\n")
+        return EXIT_OK
     console.print(f"[green]ok[/]: {_esc(args.spec)} is valid — {len(pipeline.stages)} stages "
                   f"({ids})")
     return EXIT_OK
@@ -627,10 +708,15 @@ def cmd_new_plugin(args: argparse.Namespace, console: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     # Overrides may come after options (`run spec -q a.b=1`), which argparse's positional
     # handling does not allow: collect leftover KEY=VALUE words as overrides.
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings: list[str] = []
+    try:
+        parser, pm = _parser_with_plugin_commands(argv, warnings)
+    except (UsageError, PluginError) as exc:
+        _console().print(f"[red bold]error:[/] {_esc(exc)}", markup=True)
+        return EXIT_SPEC
     args, extra = parser.parse_known_args(argv)
     args.argv = argv
     if extra:
@@ -649,9 +735,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_new_plugin(args, console)
         if args.command == "report":  # reads a run folder: no plugin needed
             return cmd_report(args, console)
-        pm = _load_plugins(args)
+        pm = pm or _load_plugins(args)
         if args.command != "plugins":
             _warn_failures(pm, console)
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/] {_esc(warning)}", markup=True)
+        if getattr(args, "plugin_run", None) is not None:  # a plugin's command
+            return int(args.plugin_run(args, pm))
         handler = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan,
                    "schema": cmd_schema, "plugins": cmd_plugins}[args.command]
         return handler(args, pm, console)

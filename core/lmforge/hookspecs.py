@@ -7,7 +7,8 @@ the arguments (pluggy passes only the ones it names). Implementations are marked
 
 There are two families:
 
-* **contribution**: ``lmforge_components`` — what a plugin provides;
+* **contribution**: ``lmforge_components`` — what a plugin provides; ``lmforge_commands`` —
+  subcommands it adds to the ``lmforge`` command line;
 * **lifecycle**: ``lmforge_pipeline_start`` … ``lmforge_failure`` — what happens during a run.
   Trackers (console, wandb) are implementations of these. Lifecycle hooks must not raise: an
   exception from a tracker is reported and the run goes on (the runner catches and warns).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from lmforge.commands import Command
     from lmforge.components import Component
 
 PROJECT = "lmforge"
@@ -38,6 +40,18 @@ def lmforge_components() -> Sequence[Component]:
     implements it must import nothing heavy: name the factory as a ``"module:attr"`` string.
     Not firstresult: results of all plugins are gathered. Two plugins contributing the same
     ``(kind, name)`` is an error naming both.
+    """
+
+
+@hookspec
+def lmforge_commands() -> Sequence[Command]:
+    """Return the ``lmforge`` subcommands this plugin adds (:class:`lmforge.commands.Command`).
+
+    Called by the CLI only when the command line names no built-in command (or asks for the
+    top-level help), so ``lmforge run`` never calls it. Return records only — name, help and a
+    ``"module:attr"`` factory: the factory is imported when its command runs, so this hook
+    imports nothing heavy. Not firstresult: every plugin's commands are gathered; a built-in
+    name is ignored with a warning, a name two plugins add is an error naming both.
     """
 
 

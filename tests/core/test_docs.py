@@ -15,7 +15,7 @@ def test_every_hook_is_documented():
     text = (REPO / "docs" / "architecture.md").read_text()
     missing = [h for h in iter_hook_names() if f"`{h}`" not in text]
     assert missing == []
-    assert len(list(iter_hook_names())) == 8
+    assert len(list(iter_hook_names())) == 9
 
 
 def test_spec_reference_is_generated_from_first_party_plugins():
