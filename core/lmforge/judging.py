@@ -12,7 +12,11 @@ optionally, "how good is this response". AI-feedback stages (``data/constitution
   Judges remove position bias by asking in both orders and averaging
   (:func:`swap_average`); the verdict keeps both orders' raw probabilities;
 * ``score(items: Sequence[tuple[prompt, response]]) -> list[float]`` — optional (raise
-  ``NotImplementedError``): an absolute score per response, higher is better.
+  ``NotImplementedError``): an absolute score per response, higher is better;
+* ``classify(items: Sequence[Classification]) -> list[dict[str, float]]`` — optional (raise
+  ``NotImplementedError``): for a question about one response with a closed set of answers
+  ("does the response refuse?"), the probability of each answer (summing to 1); used by the
+  ``safety`` evaluator.
 
 ``Verdict.judge`` names the judge (type and model) and ``Verdict.principle`` the principle the
 question was asked under, so every label a stage writes records who decided and why.
@@ -22,13 +26,13 @@ Nothing here imports torch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmforge.stages import Artifact, StageContext
 
-__all__ = ["Comparison", "Judge", "Verdict", "swap_average"]
+__all__ = ["Classification", "Comparison", "Judge", "Verdict", "swap_average"]
 
 Messages = Sequence[Mapping[str, str]]
 
@@ -43,6 +47,23 @@ class Comparison:
     a: str
     b: str
     principle: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A closed question about ``response`` to ``prompt`` (messages): ``question`` (e.g. "Does
+    the response refuse the request?") and its possible ``answers`` (e.g. ``("yes", "no")``,
+    at least two, distinct)."""
+
+    prompt: Messages
+    response: str
+    question: str
+    answers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.answers) < 2 or len(set(self.answers)) != len(self.answers):
+            raise ValueError(f"a classification needs at least two distinct answers, got "
+                             f"{self.answers!r}")
 
 
 @dataclass
@@ -108,6 +129,11 @@ class Judge:
     def score(self, items: Sequence[tuple[Messages, str]]) -> list[float]:
         raise NotImplementedError(f"judge {self.name!r} gives no absolute scores; use a "
                                   f"judge that does (model-likelihood, reward)")
+
+    def classify(self, items: Sequence[Classification]) -> list[dict[str, float]]:
+        raise NotImplementedError(f"judge {self.name!r} cannot answer closed questions about "
+                                  f"a response; use a judge that can (model-prompted, "
+                                  f"openai-compatible)")
 
     def close(self) -> None:
         return None

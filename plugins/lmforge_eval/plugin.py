@@ -30,6 +30,11 @@ INPUTS = {
                              help="Preference pairs for the preference evaluator."),
     "choices": InputSlot(accepts=("dataset/multiple-choice",), required=False,
                          help="Questions for the multiple-choice evaluator."),
+    "judge": InputSlot(accepts=("model",), required=False,
+                       help="A judge model, for evaluators that classify with a judge "
+                            "(e.g. safety with classifier: judge)."),
+    "judge_tokenizer": InputSlot(accepts=("tokenizer",), required=False,
+                                 help="The judge model's tokenizer (default: 'tokenizer')."),
 }
 
 

@@ -1,0 +1,14 @@
+"""Fixtures of the feedback tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from feedback_env import Env
+
+    return Env(tmp_path_factory.mktemp("feedback"))
