@@ -55,9 +55,24 @@ class CurateConfig(Config):
         "(for chat/preference the joined message contents, chosen and rejected; for "
         "multiple-choice the question). A filter may drop a document or modify it (PII "
         "redaction). Default: none.")
-    dedup: bool = Field(default=True, description="Drop exact duplicates after filtering, "
-                        "compared on normalised text (NFKC, lower case, whitespace collapsed). "
-                        "Keeps one 16-byte hash per distinct document, not the texts.")
+    dedup: bool | Annotated[Any, Slot("dedup")] = Field(
+        default=True, description="Deduplication after filtering: true (exact duplicates of "
+        "the normalised record: NFKC, lower case, whitespace collapsed), false (none), or a "
+        "dedup component, e.g. {type: minhash, bands: 14, rows: 8} for near duplicates. The "
+        "first document of each duplicate cluster in read order is kept.")
+    executor: Annotated[Any, Slot("executor")] | None = Field(
+        default=None, description="Where the plan's tasks run: {type: local, workers: N} "
+        "(worker processes) or {type: ray} (Ray Data, local or a cluster at 'address'). "
+        "Default: local with num_proc workers. The output is the same bytes on any executor.")
+    partition_bytes: int = Field(default=32 << 20, ge=1, description="Target size of one "
+                                 "partition (a task of the read phase): consecutive small "
+                                 "files are grouped up to this many bytes, Parquet files are "
+                                 "split by row groups. A killed run resumes from the "
+                                 "partitions already done. Default 32 MiB.")
+    dedup_buckets: int | None = Field(default=None, ge=1, le=4096, description="Hash buckets "
+                                      "of the dedup cluster step (tasks run in parallel). "
+                                      "Default: twice the executor's workers. Does not change "
+                                      "the output.")
     format: Format = Field(default="text", description="Record format of the output; the "
                            "artifact kind is dataset/<format>.")
     heldout_fraction: float = Field(default=0.05, ge=0.0, lt=1.0, description="Fraction of "
@@ -74,10 +89,11 @@ class CurateConfig(Config):
                              "held-out split; ignored when heldout_fraction is 0. Train always "
                              "keeps at least one row.")
     shard_rows: int = Field(default=100_000, ge=1, description="Rows per Parquet shard.")
-    num_proc: int = Field(default=1, ge=1, le=1024, description="Worker processes that run the "
-                          "filters over chunks of documents; output is identical to num_proc=1.")
-    chunk_size: int = Field(default=256, ge=1, description="Documents per chunk handed to a "
-                            "filter worker (num_proc > 1).")
+    num_proc: int = Field(default=1, ge=1, le=1024, description="Worker processes of the "
+                          "default local executor (partitions, dedup buckets and shards run "
+                          "in parallel); output is identical to num_proc=1.")
+    chunk_size: int = Field(default=256, ge=1, description="Documents filtered, hashed for "
+                            "dedup and written together within a partition.")
     max_documents: int | None = Field(default=None, ge=1, description="Stop after reading this "
                                       "many documents in total (all sources). Default: all.")
 

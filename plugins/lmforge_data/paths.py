@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmforge import StageInputError
+from lmforge.curation import Partition
 from lmforge.specpath import RELATIVE_HINT
 
 _GLOB_CHARS = set("*?[")
@@ -116,4 +117,28 @@ def expand(path: str | Sequence[str], exclude: Sequence[str] = ()) -> list[Path]
     if not out:
         raise StageInputError(f"every file matched by {as_list(path)} is excluded by "
                               f"{list(exclude)}; adjust 'exclude'")
+    return out
+
+
+def group_files(files: Sequence[Path], target_bytes: int) -> list[Partition]:
+    """Consecutive ``files`` grouped into partitions of about ``target_bytes`` (a larger file
+    is a partition alone). A partition's key names its files with their sizes and
+    modification times, so a changed input changes the key; ``data`` is the list of paths."""
+    out: list[Partition] = []
+    group: list[tuple[str, os.stat_result]] = []
+    size = 0
+
+    def flush() -> None:
+        key = ";".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in group)
+        out.append(Partition(key, [p for p, _ in group], size))
+
+    for f in files:
+        st = os.stat(f)
+        if group and size + st.st_size > target_bytes:
+            flush()
+            group, size = [], 0
+        group.append((str(f), st))
+        size += st.st_size
+    if group:
+        flush()
     return out

@@ -8,6 +8,7 @@ from typing import Any
 import lmforge
 from lmforge import Component, stage
 from lmforge_data import config as cfg
+from lmforge_data import curation_config as ccfg
 
 
 def _curate_outputs(config: Any) -> Mapping[str, str]:
@@ -40,4 +41,15 @@ def lmforge_components() -> list[Component]:
                   description="Gopher quality and repetition heuristics"),
         Component("filter", "pii", cfg.PIIFilterConfig, f"{flt}.pii:factory",
                   description="Redact e-mails, phone numbers, IP addresses and card numbers"),
+        Component("executor", "local", ccfg.LocalExecutorConfig,
+                  "lmforge_data.executors.local:factory",
+                  description="Curation tasks on worker processes of this machine"),
+        Component("executor", "ray", ccfg.RayExecutorConfig,
+                  "lmforge_data.executors.ray_executor:factory",
+                  description="Curation tasks on Ray Data (local, or a cluster address)"),
+        Component("dedup", "exact", ccfg.ExactDedupConfig, "lmforge_data.dedup.exact:factory",
+                  description="Exact duplicates of the normalised record"),
+        Component("dedup", "minhash", ccfg.MinHashDedupConfig,
+                  "lmforge_data.dedup.minhash:factory",
+                  description="Near duplicates: MinHash LSH over word n-gram shingles"),
     ]

@@ -76,7 +76,13 @@ def test_curate_text_counts_splits_and_stats(pm, tmp_path):
     assert length["dropped_by_reason"] == {"too_few_words": 2}
     assert (pii["seen"], pii["modified"], pii["counts"]) == (57, 2, {"email": 2})
     assert pii["modified_by_reason"] == {"redacted": 2}
-    assert stats["dedup"] == {"enabled": True, "dropped": 5}
+    dedup = stats["dedup"]
+    assert (dedup["enabled"], dedup["type"], dedup["dropped"], dedup["clusters"]) == \
+        (True, "exact", 5, 5)
+    # the upper-cased copies (rows 25..29 of part-1) lost to the originals (rows 0..4, part-0)
+    assert [(d["dropped"].rsplit("line ", 1)[1], d["kept"].rsplit("line ", 1)[1])
+            for d in dedup["dropped_sample"]] == [(f"{16 + i} (record {15 + i})",
+                                                   f"{1 + i} (record {i})") for i in range(5)]
     assert stats["dropped_by_reason"] == {"dedup:duplicate": 5, "length:too_few_words": 2,
                                           "input:empty": 1}
     assert stats["splits"] == {"train": len(train), "heldout": len(heldout)}

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lmforge import StageInputError
+from lmforge.curation import Partition
 from lmforge_data.paths import is_glob
 from lmforge_data.records import WHERE_KEY, remap
 
@@ -51,23 +52,53 @@ class HFSource:
                 raise StageInputError(f"hf source {self.describe()}: data_files {pattern!r} "
                                       f"matches no file")
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _load(self) -> Any:
         import datasets
 
         c = self.config
         name = os.path.expanduser(c.name) if _looks_local(c.name) else c.name
         try:
-            ds = datasets.load_dataset(name, c.config_name, split=c.split, streaming=c.streaming,
-                                       data_files=c.data_files, revision=c.revision)
+            return datasets.load_dataset(name, c.config_name, split=c.split,
+                                         streaming=c.streaming, data_files=c.data_files,
+                                         revision=c.revision)
         except Exception as exc:  # noqa: BLE001 - datasets raises many types
             raise StageInputError(f"hf source {self.describe()}: cannot load the dataset: "
                                   f"{type(exc).__name__}: {exc}") from None
-        where_base = self.describe()
-        for i, row in enumerate(ds):
+
+    def _rows(self, rows: Any, where_base: str, first: int = 0) -> Iterator[dict[str, Any]]:
+        c = self.config
+        for i, row in enumerate(rows, start=first):
             where = f"{where_base} row {i}"
             out = remap(row, c.text_field, c.fields, where)
             out[WHERE_KEY] = where
             yield out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._rows(self._load(), self.describe())
+
+    # -- partitions (lmforge.curation.PartitionedSource) -----------------------------------
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """Streaming: the dataset's own shards (``IterableDataset.n_shards``, usually its
+        files). Otherwise: contiguous row ranges of about ``target_bytes`` of Arrow data."""
+        ds = self._load()
+        base = self.describe()
+        rev = self.config.revision or ""
+        if self.config.streaming:
+            n = max(1, int(getattr(ds, "n_shards", 1) or 1))
+            return [Partition(f"{base}@{rev}#shard{i}of{n}", ("shard", i, n)) for i in range(n)]
+        rows = len(ds)
+        nbytes = int(getattr(ds.data, "nbytes", 0) or 0)
+        per = max(1, rows * target_bytes // nbytes) if nbytes else rows or 1
+        fp = getattr(ds, "_fingerprint", "")
+        return [Partition(f"{base}@{rev}:{fp}#rows{a}-{min(a + per, rows)}",
+                          ("rows", a, min(a + per, rows))) for a in range(0, max(rows, 1), per)]
+
+    def read(self, partition: Partition) -> Iterator[dict[str, Any]]:
+        ds = self._load()
+        mode, a, b = partition.data
+        if mode == "shard":
+            return self._rows(ds.shard(num_shards=b, index=a), f"{self.describe()} shard {a}")
+        return self._rows(ds.select(range(a, b)), self.describe(), first=a)
 
 
 def _hub_like(name: str) -> bool:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge_data.paths import as_list, expand, glob_base, substitute
+from lmforge.curation import Partition
+from lmforge_data.paths import as_list, expand, glob_base, group_files, substitute
 from lmforge_data.records import GROUP_KEY, WHERE_KEY
 from lmforge_data.sources.corrupt import corrupt
 
@@ -158,8 +159,18 @@ class PythonFunctionsSource:
     def _rng(self, *parts: object) -> random.Random:
         return random.Random(":".join(map(str, (self.config.seed, *parts))))
 
-    def _sources(self) -> Iterator[tuple[Path, str]]:
-        for path in self.files():
+    # -- partitions (lmforge.curation.PartitionedSource) -----------------------------------
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """Consecutive files grouped up to about ``target_bytes``: every record depends on one
+        file only (its seeded choices included), so partitions read alone give the same
+        records."""
+        return group_files(self.files(), target_bytes)
+
+    def read(self, partition: Partition) -> Iterator[dict[str, Any]]:
+        return self._records([Path(p) for p in partition.data])
+
+    def _sources(self, files: list[Path]) -> Iterator[tuple[Path, str]]:
+        for path in files:
             try:
                 text = path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
@@ -171,20 +182,23 @@ class PythonFunctionsSource:
             yield path, text
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._records(self.files())
+
+    def _records(self, files: list[Path]) -> Iterator[dict[str, Any]]:
         c = self.config
         if c.mode == "text":
-            for path, text in self._sources():
+            for path, text in self._sources(files):
                 if len(text.strip()) < c.min_file_chars:
                     self.skipped["short_file"] += 1
                     continue
                 yield {"text": text, WHERE_KEY: str(path), GROUP_KEY: self.unit(path)}
             return
-        yield from (self._multiple_choice() if c.mode == "multiple-choice"
-                    else self._per_function())
+        yield from (self._multiple_choice(files) if c.mode == "multiple-choice"
+                    else self._per_function(files))
 
-    def _functions(self) -> Iterator[MinedFunction]:
+    def _functions(self, files: list[Path]) -> Iterator[MinedFunction]:
         c = self.config
-        for path, text in self._sources():
+        for path, text in self._sources(files):
             try:
                 yield from functions_in(text, str(path), min_doc_chars=c.min_doc_chars,
                                         max_function_chars=c.max_function_chars,
@@ -192,8 +206,8 @@ class PythonFunctionsSource:
             except (SyntaxError, ValueError):  # ValueError: null bytes
                 self.skipped["syntax_error"] += 1
 
-    def _per_function(self) -> Iterator[dict[str, Any]]:
-        for fn in self._functions():
+    def _per_function(self, files: list[Path]) -> Iterator[dict[str, Any]]:
+        for fn in self._functions(files):
             user = {"role": "user", "content": fn.instruction()}
             if self.config.mode == "chat":
                 yield {"messages": [user, {"role": "assistant", "content": fn.code}],
@@ -207,7 +221,7 @@ class PythonFunctionsSource:
             yield {"prompt": [user], "chosen": fn.code, "rejected": bad[0], WHERE_KEY: fn.where,
                    GROUP_KEY: self.unit(Path(fn.path))}
 
-    def _multiple_choice(self) -> Iterator[dict[str, Any]]:
+    def _multiple_choice(self, files: list[Path]) -> Iterator[dict[str, Any]]:
         """One question per function; its wrong choices are other functions of the same file.
 
         The answer and the distractors are then equally familiar to any model: they lie in the
@@ -217,7 +231,7 @@ class PythonFunctionsSource:
         were mostly names of training files, which a trained model prefers, so every model
         scored below chance.) Files with fewer than four distinct names give no question."""
         file_fns: list[MinedFunction] = []
-        for fn in self._functions():
+        for fn in self._functions(files):
             if file_fns and fn.path != file_fns[0].path:
                 yield from self._file_questions(file_fns)
                 file_fns = []

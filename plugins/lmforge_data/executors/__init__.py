@@ -1,0 +1,1 @@
+"""Executors of the curation plan (component kind ``executor``): ``local`` and ``ray``."""
