@@ -131,6 +131,11 @@ class TransformerShape:
     ``e``) averaged over layers; ``router_z_loss_coef`` the layer-averaged mean squared
     log-sum-exp of the router logits. Both are added to the per-token mean loss in training.
 
+    ``head`` is ``"lm"`` (the output projection to the vocabulary) or ``"score"``: a
+    ``Linear(dim, 1, bias=False)`` in its place, named ``score.weight`` (reward and value
+    models; ``transformers``' ``LlamaForSequenceClassification`` with one label). A backend
+    that cannot build a score head must refuse ``head != "lm"`` rather than build an LM head.
+
     An architecture that describes itself this way promises that its state-dict adapter
     (``to_hf`` / ``from_hf``) uses the parameter names of ``transformers``'
     ``LlamaForCausalLM`` (``n_experts == 0``) or ``MixtralForCausalLM`` (``n_experts > 0``):
@@ -154,6 +159,7 @@ class TransformerShape:
     top_k: int = 0
     router_aux_loss_coef: float = 0.0
     router_z_loss_coef: float = 0.0
+    head: str = "lm"
 
     @property
     def is_moe(self) -> bool:
@@ -176,7 +182,11 @@ class ArchitectureConfig(Protocol):
       ``from_hf_config(config_json)``: how an existing Hugging Face model is imported;
     * ``transformer()``: the neutral :class:`TransformerShape` of the model, for backends that
       build it themselves (Megatron-Core). An architecture that cannot be described that way
-      may leave it out; such a backend then refuses it with a clear error.
+      may leave it out; such a backend then refuses it with a clear error;
+    * optional ``head`` (``"lm"`` | ``"score"``) and ``with_head(head) -> config``: the same
+      architecture with the other output head (see :class:`CausalLMOutput`); what
+      :meth:`lmforge.modelio.ModelRecipe.from_artifact` uses to start a reward or value model
+      from a language model's artifact. An architecture without them has only an LM head.
     """
 
     type: str

@@ -194,6 +194,21 @@ def load_model(path: Path, plugins: PluginManager, device: Any = "cpu",
     return model
 
 
+def with_head(architecture: Config, head: str, where: str = "") -> Config:
+    """``architecture`` with output head ``head`` (``"lm"`` or ``"score"``, see
+    :class:`lmforge.interfaces.CausalLMOutput`) through its config's ``with_head``; an
+    architecture without one supports only the LM head (a :class:`StageInputError`)."""
+    if getattr(architecture, "head", "lm") == head:
+        return architecture
+    change = getattr(architecture, "with_head", None)
+    if not callable(change):
+        raise StageInputError(
+            f"{where or 'model'}: architecture {getattr(architecture, 'type', '?')!r} has no "
+            f"{head!r} head (its config has no with_head()); use an architecture that does, "
+            f"such as 'dense' or 'moe'")
+    return change(head)
+
+
 @dataclass(frozen=True)
 class ModelRecipe:
     """*What* model a stage trains or evaluates; the backend decides how and where to build it.
@@ -202,6 +217,13 @@ class ModelRecipe:
     backend may call it under ``torch.device("meta")``); ``weights`` is a model artifact whose
     weights replace the fresh initialisation; ``seed`` seeds torch before a fresh CPU build, so
     every backend starts from the same weights.
+
+    ``weights_architecture``, when set, is the architecture the ``weights`` were saved with and
+    differs from ``architecture`` only in its output head (a reward or value model started from
+    a language model: :meth:`from_artifact` with ``head="score"``). Then the artifact's body
+    initialises the module, the artifact's old head is dropped and the new head keeps its
+    seeded fresh initialisation — the same on every backend, since :meth:`initial_state`
+    returns the complete state dict.
     """
 
     architecture: Config
@@ -209,6 +231,7 @@ class ModelRecipe:
     construct: Callable[[], Any]
     weights: Path | None = None
     seed: int = 0
+    weights_architecture: Config | None = None
 
     @classmethod
     def fresh(cls, architecture: Config, vocab_size: int, plugins: PluginManager,
@@ -217,29 +240,62 @@ class ModelRecipe:
                    lambda: build_module(architecture, vocab_size, plugins), None, seed)
 
     @classmethod
-    def from_artifact(cls, path: Path, plugins: PluginManager, seed: int = 0) -> ModelRecipe:
-        config = architecture_config(path, plugins)
+    def from_artifact(cls, path: Path, plugins: PluginManager, seed: int = 0,
+                      head: str | None = None) -> ModelRecipe:
+        """The model stored at ``path``; with ``head`` (e.g. ``"score"``) that model with its
+        output head replaced by a fresh, ``seed``-initialised one of that kind (unchanged when
+        the artifact already has it)."""
+        saved = architecture_config(path, plugins)
+        config = saved if head is None else with_head(saved, head, str(path))
         vocab = int(read_model_json(path)["vocab_size"])
         return cls(config, vocab, lambda: build_module(config, vocab, plugins), Path(path),
-                   seed)
+                   seed, None if config is saved else saved)
 
-    def initial_state(self) -> dict[str, torch.Tensor] | None:
-        """The artifact's state dict (architecture names, CPU), or None for a fresh init."""
-        if self.weights is None:
-            return None
-        try:
-            return _adapter(self.architecture).from_hf(read_weights(self.weights))
-        except ValueError as exc:
-            raise StageInputError(f"{self.weights}: {exc}") from None
-
-    def build_full(self) -> torch.nn.Module:
-        """The whole module on CPU in fp32: seeded construction, then the artifact's weights."""
+    def _seeded(self) -> torch.nn.Module:
         import torch
 
         with torch.device("cpu"):
             torch.manual_seed(self.seed)
-            model = self.construct()
-        state = self.initial_state()
-        if state is not None:
-            load_into(model, state, str(self.weights))
+            return self.construct()
+
+    def _artifact_state(self) -> dict[str, torch.Tensor]:
+        try:
+            return _adapter(self.weights_architecture or self.architecture).from_hf(
+                read_weights(self.weights))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise StageInputError(f"{self.weights}: {exc}") from None
+
+    def _merge(self, fresh: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+        """Head change: every parameter the artifact has (same name and shape), the new head's
+        fresh values; the artifact's old head is dropped."""
+        out = dict(fresh)
+        for name, tensor in saved.items():
+            if name in out:
+                if tuple(out[name].shape) != tuple(tensor.shape):
+                    raise StageInputError(f"{self.weights}: {name} has shape "
+                                          f"{tuple(tensor.shape)}, the model expects "
+                                          f"{tuple(out[name].shape)}")
+                out[name] = tensor
+        return out
+
+    def initial_state(self) -> dict[str, torch.Tensor] | None:
+        """The artifact's state dict (architecture names, CPU), or None for a fresh init. After
+        a head change it is complete: the artifact's body and the seeded fresh head."""
+        if self.weights is None:
+            return None
+        saved = self._artifact_state()
+        if self.weights_architecture is None:
+            return saved
+        return self._merge(self._seeded().state_dict(), saved)
+
+    def build_full(self) -> torch.nn.Module:
+        """The whole module on CPU in fp32: seeded construction, then the artifact's weights."""
+        model = self._seeded()
+        if self.weights is None:
+            return model
+        saved = self._artifact_state()
+        if self.weights_architecture is not None:
+            saved = self._merge(model.state_dict(), saved)
+        load_into(model, saved, str(self.weights))
         return model

@@ -58,6 +58,13 @@ class DenseConfig(Config):
                             description="Std of the normal init of every weight matrix.")
     dropout: float = Field(default=0.0, ge=0.0, le=0.0,
                            description="Dropout probability (only 0 is supported).")
+    head: Literal["lm", "score"] = Field(
+        default="lm", description="Output head. 'lm': the vocabulary projection (a language "
+        "model: logits, losses, log-probs). 'score': one scalar per position, a "
+        "Linear(dim, 1, bias=False) in place of the vocabulary projection (reward and value "
+        "models; exported as LlamaForSequenceClassification with num_labels 1). A score-head "
+        "model is usually initialised from a language model's artifact, its body kept and the "
+        "score head freshly initialised (lmforge.modelio.ModelRecipe.from_artifact(head=...)).")
 
     @model_validator(mode="after")
     def _shapes(self) -> DenseConfig:
@@ -69,6 +76,10 @@ class DenseConfig(Config):
         if self.n_heads % self.kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads "
                              f"({self.kv_heads})")
+        if self.head == "score" and self.tie_embeddings:
+            raise ValueError("tie_embeddings: true has no meaning with head: score (a score "
+                             "head has no vocabulary projection to tie to the embedding); "
+                             "set tie_embeddings: false")
         return self
 
     @model_validator(mode="after")
@@ -107,9 +118,25 @@ class DenseConfig(Config):
         mlp = 3 * d * self.hidden_dim  # gate, up, down
         per_layer = attn + mlp + 2 * d  # two RMSNorm weights
         embed = vocab_size * d
-        head = 0 if self.tie_embeddings else vocab_size * d
+        head = self._head_parameters(vocab_size)
         total = self.n_layers * per_layer + d + embed + head  # + final norm
         return total - embed if non_embedding else total
+
+    def _head_parameters(self, vocab_size: int) -> int:
+        """Parameters of the output head: none when tied, ``dim`` for a score head."""
+        if self.head == "score":
+            return self.dim
+        return 0 if self.tie_embeddings else vocab_size * self.dim
+
+    def with_head(self, head: str) -> DenseConfig:
+        """This architecture with output head ``head`` (``"lm"`` or ``"score"``); a score head
+        unties the embedding. The body's parameters keep their names and shapes, so a model
+        artifact of this config initialises every parameter but the new head."""
+        data = self.model_dump()
+        data["head"] = head
+        if head == "score":
+            data["tie_embeddings"] = False
+        return type(self).model_validate(data)
 
     def flops_per_token(self, seq_len: int, vocab_size: int) -> int:
         """Training FLOPs per token (forward + backward): ``6 * N_matmul + 6 * L * T * dim``.
@@ -132,7 +159,7 @@ class DenseConfig(Config):
             dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads,
             n_kv_heads=self.kv_heads, head_dim=self.head_dim, ffn_hidden=self.hidden_dim,
             max_seq_len=self.max_seq_len, norm_eps=self.norm_eps, rope_theta=self.rope_theta,
-            tie_embeddings=self.tie_embeddings, init_std=self.init_std)
+            tie_embeddings=self.tie_embeddings, init_std=self.init_std, head=self.head)
 
     # -- Hugging Face names (the model artifact format) and import -------------------------------
     hf_model_types: ClassVar[tuple[str, ...]] = ("llama",)
@@ -207,7 +234,7 @@ class MoEConfig(DenseConfig):
         moe = d * self.n_experts + experts * 3 * d * self.hidden_dim  # router + experts
         per_layer = attn + moe + 2 * d  # two RMSNorm weights
         embed = vocab_size * d
-        head = 0 if self.tie_embeddings else vocab_size * d
+        head = self._head_parameters(vocab_size)
         return self.n_layers * per_layer + d + embed + head, embed
 
     def num_parameters(self, vocab_size: int, non_embedding: bool = False) -> int:

@@ -154,7 +154,9 @@ class DenseLM(nn.Module):
     """Decoder-only LM implementing :class:`lmforge.interfaces.CausalLM`.
 
     Variants (e.g. the MoE model) subclass it, replace ``block_class`` and turn the blocks'
-    auxiliary statistics into losses (:meth:`aux_losses`).
+    auxiliary statistics into losses (:meth:`aux_losses`). With ``head: score`` the vocabulary
+    projection is replaced by ``score`` (``Linear(dim, 1)``) and ``forward`` returns
+    :attr:`CausalLMOutput.scores` ``[B, T']`` (float32) instead of logits or losses.
     """
 
     block_class: type[nn.Module] = Block
@@ -169,8 +171,11 @@ class DenseLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, config.dim)
         self.blocks = nn.ModuleList(self.block_class(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.lm_head = None if config.tie_embeddings else nn.Linear(config.dim, vocab_size,
-                                                                    bias=False)
+        score_head = config.head == "score"
+        self.lm_head = (None if config.tie_embeddings or score_head
+                        else nn.Linear(config.dim, vocab_size, bias=False))
+        # head: score — one scalar per position instead of the vocabulary projection
+        self.score = nn.Linear(config.dim, 1, bias=False) if score_head else None
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_ssin", torch.empty(0), persistent=False)
         self.init_buffers()
@@ -194,7 +199,11 @@ class DenseLM(nn.Module):
 
     @property
     def head_weight(self) -> torch.Tensor:
-        """The ``[vocab, dim]`` output matrix: logits are ``h @ head_weight.T``."""
+        """The ``[vocab, dim]`` output matrix: logits are ``h @ head_weight.T`` (a score-head
+        model has none: a ``ValueError``)."""
+        if self.score is not None:
+            raise ValueError("this model has a score head (head: score): it returns scores, "
+                             "not logits over the vocabulary")
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     # -- CausalLM ------------------------------------------------------------------------------
@@ -209,6 +218,14 @@ class DenseLM(nn.Module):
         else:
             h, stats = self._hidden(input_ids, positions, attention_mask)
         out = CausalLMOutput(aux_losses=self.aux_losses(stats))
+        if self.score is not None:
+            if labels is not None:
+                raise ValueError("a score-head model (head: score) takes no labels: it returns "
+                                 "one score per position, not token losses or log-probs")
+            if logits_to_keep:
+                h = h[:, -logits_to_keep:]
+            out.scores = F.linear(h, self.score.weight).squeeze(-1).float()  # [B, T']
+            return out
         w = self.head_weight
         if labels is None:
             if logits_to_keep:

@@ -27,8 +27,15 @@ def _is_moe(cfg: DenseConfig) -> bool:
 
 
 # -- configs -------------------------------------------------------------------------------------
+def _is_score(cfg: DenseConfig) -> bool:
+    return getattr(cfg, "head", "lm") == "score"
+
+
 def llama_config(cfg: DenseConfig, vocab_size: int) -> dict[str, Any]:
-    """``config.json`` for ``LlamaForCausalLM`` (``MixtralForCausalLM`` for an MoE config)."""
+    """``config.json`` for ``LlamaForCausalLM`` (``MixtralForCausalLM`` for an MoE config);
+    with a score head ``LlamaForSequenceClassification`` / ``MixtralForSequenceClassification``
+    with ``num_labels: 1`` (the exporter adds ``pad_token_id``, which transformers needs to find
+    each row's last real token)."""
     out: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -62,6 +69,10 @@ def llama_config(cfg: DenseConfig, vocab_size: int) -> dict[str, Any]:
             "router_aux_loss_coef": cfg.router_aux_loss_coef,  # type: ignore[attr-defined]
             "router_jitter_noise": 0.0, "output_router_logits": False,
         })
+    if _is_score(cfg):
+        family = "Mixtral" if _is_moe(cfg) else "Llama"
+        out.update(architectures=[f"{family}ForSequenceClassification"], num_labels=1,
+                   id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
     return out
 
 
@@ -108,6 +119,12 @@ def config_from_hf(cls: type[DenseConfig], hf: Mapping[str, Any]) -> DenseConfig
         "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
         "init_std": float(hf.get("initializer_range", 0.02)),
     }
+    if any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or ()):
+        labels = len(hf.get("id2label") or {}) or int(hf.get("num_labels", 2))
+        if labels != 1:
+            raise ValueError(f"a sequence classifier with {labels} labels is not supported; "
+                             f"lmforge's score head has one output (num_labels: 1)")
+        fields.update(head="score", tie_embeddings=False)
     if "n_experts" in cls.model_fields:
         fields.update(n_experts=int(need("num_local_experts")),
                       top_k=int(need("num_experts_per_tok")),
@@ -118,12 +135,14 @@ def config_from_hf(cls: type[DenseConfig], hf: Mapping[str, Any]) -> DenseConfig
 # -- state dicts ---------------------------------------------------------------------------------
 def to_hf(cfg: DenseConfig, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """lmforge names → HF names. ``lm_head.weight`` is left out when embeddings are tied
-    (transformers re-ties it on load)."""
+    (transformers re-ties it on load); a score head is ``score.weight`` ``[1, dim]``."""
     q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
     h = cfg.hidden_dim
     out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": sd["embed.weight"],
                                     "model.norm.weight": sd["norm.weight"]}
-    if not cfg.tie_embeddings:
+    if _is_score(cfg):
+        out["score.weight"] = sd["score.weight"]
+    elif not cfg.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     for i in range(cfg.n_layers):
         src, dst = f"blocks.{i}.", f"model.layers.{i}."
@@ -176,7 +195,9 @@ def from_hf(cfg: DenseConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch
 
     put("embed.weight", lambda: take("model.embed_tokens.weight"))
     put("norm.weight", lambda: take("model.norm.weight"))
-    if cfg.tie_embeddings:
+    if _is_score(cfg):
+        put("score.weight", lambda: take("score.weight"))
+    elif cfg.tie_embeddings:
         used.add("lm_head.weight")
     else:
         put("lm_head.weight", lambda: take("lm_head.weight"))
