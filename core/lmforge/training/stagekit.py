@@ -83,11 +83,17 @@ def finish_training(ctx: StageContext, trainer: Any, meta: Mapping[str, Any] | N
                     ) -> None:
     """Gather the trained model (collective) and save it as the stage's ``model`` output on the
     main rank, then release the backend."""
-    recipe, backend = trainer.recipe, trainer.backend
-    state = trainer.model_state()  # collective; None off the main rank
-    save_model_output(ctx, state, recipe.architecture, recipe.vocab_size,
-                      {"tokens_seen": trainer.tokens_seen, "steps": trainer.step,
-                       **dict(meta or {})})
+    finish_training_model(ctx, trainer.backend, trainer.module, trainer.recipe,
+                          {"tokens_seen": trainer.tokens_seen, "steps": trainer.step,
+                           **dict(meta or {})})
+
+
+def finish_training_model(ctx: StageContext, backend: Any, module: torch.nn.Module,
+                          recipe: ModelRecipe, meta: Mapping[str, Any] | None = None) -> None:
+    """Gather ``module`` (built by ``backend`` from ``recipe``; collective) and save it as the
+    stage's ``model`` output on the main rank with ``meta``, then release the backend."""
+    state = backend.full_state_dict(module)  # collective; None off the main rank
+    save_model_output(ctx, state, recipe.architecture, recipe.vocab_size, meta)
     backend.barrier()
     backend.close()
 
