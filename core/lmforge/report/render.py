@@ -6,8 +6,10 @@ Mermaid flowchart). Both therefore say the same thing."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +55,16 @@ class Plot:
     stage_id: str
     png: bytes
     alt: str
+    name: str = ""  # a figure a stage drew itself (see _stage_figures); "" for the core's plots
+
+    @property
+    def key(self) -> str:
+        # "." never occurs in a stage id, so a stage's figure cannot take another's name
+        return f"{self.stage_id}.{self.name}" if self.name else self.stage_id
 
     @property
     def file_name(self) -> str:
-        return f"plots/{self.stage_id}.png"
+        return f"plots/{self.key}.png"
 
 
 @dataclass
@@ -232,6 +240,45 @@ def evaluation_section(data: RunData) -> list[Block]:
                                 css="eval-baseline", numeric={1, 2, 3}))
         if links:
             blocks.append(Para(["The stage's own report: ", *links]))
+        blocks += _stage_figures(s)
+    return blocks
+
+
+#: What a stage's figure may be: a PNG file directly in its report folder, at most this big.
+FIGURE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}\.png$")
+FIGURE_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _stage_figures(s: StageInfo) -> list[Block]:
+    """Figures an evaluate stage drew itself: its ``report`` outputs' ``artifact.json`` may list
+    ``"figures": [{"file": "ratings.png", "caption": "..."}]`` — PNG files in that folder (a
+    plain name, at most 8 MiB). Anything else is left out of the report, silently: the report
+    never fails a run."""
+    blocks: list[Block] = []
+    for kind, path in s.outputs.values():
+        if kind != "report":
+            continue
+        try:
+            meta = json.loads((path / "artifact.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        figures = meta.get("figures") if isinstance(meta, dict) else None
+        for fig in figures if isinstance(figures, list) else []:
+            name = fig.get("file") if isinstance(fig, dict) else None
+            if not isinstance(name, str) or not FIGURE_NAME.match(name):
+                continue
+            try:
+                file = path / name
+                if file.stat().st_size > FIGURE_MAX_BYTES:
+                    continue
+                png = file.read_bytes()
+            except OSError:
+                continue
+            if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+                continue
+            caption = fig.get("caption")
+            blocks.append(Plot(s.stage_id, png, caption if isinstance(caption, str) and caption
+                               else f"{s.stage_id}: {name}", name=name[:-4]))
     return blocks
 
 
@@ -382,7 +429,7 @@ def render_html(blocks: Sequence[Block], out_dir: Path, title: str) -> str:
             body.append(table)
         elif isinstance(b, Plot):
             uri = "data:image/png;base64," + base64.b64encode(b.png).decode("ascii")
-            body.append(f'<figure><img class="plot" id="plot-{escape(b.stage_id)}" '
+            body.append(f'<figure><img class="plot" id="plot-{escape(b.key)}" '
                         f'data-stage="{escape(b.stage_id)}" alt="{escape(b.alt)}" '
                         f'src="{uri}"></figure>')
         elif isinstance(b, Lineage):
