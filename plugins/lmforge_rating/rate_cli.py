@@ -12,9 +12,10 @@ EPILOG = """\
 examples:
   lmforge rate pairs.jsonl                      serve the page on http://127.0.0.1:8765/
   lmforge rate pairs.jsonl --ratings-per-item 3 three raters per pair
-  lmforge rate runs/x/arena/outputs/report/pairs.jsonl --port 0
+  lmforge rate runs/x/arena/outputs/report/pairs.jsonl --votes votes/arena.jsonl
   lmforge rate pairs.jsonl --report             agreement between raters
-  lmforge rate pairs.jsonl --report --judge runs/x/arena/outputs/report/verdicts.jsonl
+  lmforge rate runs/x/arena/outputs/report/pairs.jsonl --votes votes/arena.jsonl --report \
+      --judge runs/x/arena/outputs/report/verdicts.jsonl
 
 pairs: JSON Lines, one object per pair: {"id": ..., "prompt": "..." or [{"role", "content"}],
 "response_a": "...", "response_b": "...", "gold": "a" | "b" (optional)}; or a
@@ -65,6 +66,12 @@ def run(args: argparse.Namespace, plugins: Any) -> int:
 
     pairs = load_pairs(args.pairs)
     votes_path = args.votes or default_votes_path(args.pairs)
+    if (Path(votes_path).resolve().parent / "artifact.json").is_file():
+        print(f"error: {votes_path} would be inside a stage's output folder; a file added "
+              f"there makes `lmforge run` run that stage again. Give --votes a path outside "
+              f"the run folder, e.g. --votes votes/{Path(args.pairs).stem}.jsonl",
+              file=sys.stderr)
+        return 2
     if args.report:
         return _report(args, pairs, votes_path)
     if args.ratings_per_item < 1:
