@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,12 @@ def _add_plugin_commands(sub: Any, common: argparse.ArgumentParser,
         if name in sub.choices:
             continue  # a built-in command wins (the caller warns)
         cmd = cmds[0]
+        # The epilog keeps its layout (examples); the description is wrapped here, since one
+        # formatter class governs both.
+        description = "\n\n".join(textwrap.fill(" ".join(par.split()), 79) for par in
+                                   (cmd.description or cmd.help).split("\n\n"))
         p = sub.add_parser(name, parents=[common], help=f"{cmd.help} [plugin {cmd.plugin}]",
-                           description=cmd.description or cmd.help, epilog=cmd.epilog or None,
+                           description=description, epilog=cmd.epilog or None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if name != chosen:
             continue

@@ -14,8 +14,8 @@ command's arguments to ``parser`` (an ``argparse.ArgumentParser``, with the plug
 ``-p``/``--plugins``/``--no-autoload`` already on it) and returns the function that runs it,
 ``run(args, plugins) -> int`` — ``args`` the parsed ``argparse.Namespace``, ``plugins`` the
 loaded :class:`lmforge.plugins.PluginManager`, the result the exit code (0 ok, 1 failed, 2 bad
-usage). ``run`` may raise :class:`lmforge.LmforgeError` (printed as ``error: ...``, exit 1) or
-:class:`lmforge.StageInputError` for a bad input file (exit 2).
+usage). ``run`` may raise :class:`lmforge.LmforgeError` (e.g. a ``StageInputError`` naming a
+bad input file): it is printed as ``error: ...`` and the exit code is 1.
 
 Built-in commands (``run``, ``validate`` ...) always win: a plugin command of the same name is
 ignored with a warning, and two plugins adding one name is an error naming both when that name
@@ -45,7 +45,8 @@ class Command:
         help: one line for ``lmforge --help``.
         factory: ``"module:attr"`` (imported only when the command runs) or a callable;
             called as ``factory(parser)``, returns ``run(args, plugins) -> int``.
-        description: the paragraph ``lmforge <name> --help`` starts with (default: ``help``).
+        description: what ``lmforge <name> --help`` starts with (default: ``help``); wrapped
+            to the terminal, paragraphs separated by blank lines.
         epilog: text after the arguments in ``--help`` (examples); shown as written.
     """
 
