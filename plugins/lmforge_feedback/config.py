@@ -261,8 +261,12 @@ class JudgeRewardConfig(Config):
     """A judge's opinion as the reward of an RL stage (d-RLAIF)."""
 
     type: Literal["judge"] = Field(default="judge", description="Selects this reward.")
-    judge: Annotated[Any, Slot("judge")] = Field(description="The judge, e.g. {type: "
-                                                 "model-prompted, model_input: reward_model}.")
+    # Not Slot("judge"): the `reward` judge holds a Slot("reward"), and a reward holding any
+    # judge would make the two slots contain each other (a reward of a reward is pointless).
+    judge: Annotated[ModelPromptedJudgeConfig | ModelLikelihoodJudgeConfig
+                     | OpenAICompatibleJudgeConfig, Field(discriminator="type")] = Field(
+        description="The judge: model-prompted, model-likelihood or openai-compatible, e.g. "
+                    "{type: model-prompted, model_input: reward_model}.")
     mode: Literal["score", "reference"] = Field(
         default="score", description="score: the judge's absolute score of the completion "
         "(d-RLAIF); reference: the probability that the completion beats the sample's "

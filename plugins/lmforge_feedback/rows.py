@@ -27,9 +27,10 @@ from lmforge.fsutil import atomic_write_text
 
 
 def derived_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (stable across processes and Python versions)."""
+    """A 31-bit seed from any parts (stable across processes and Python versions; small
+    enough for :func:`lmforge.generation.generate`'s per-batch seed arithmetic)."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return int.from_bytes(digest[:4], "big") >> 1
 
 
 def split_of(index: int, seed: int, heldout_fraction: float) -> str:
@@ -37,7 +38,7 @@ def split_of(index: int, seed: int, heldout_fraction: float) -> str:
     seed), else ``"train"``."""
     if heldout_fraction <= 0:
         return "train"
-    u = derived_seed("split", seed, index) / 2**63
+    u = derived_seed("split", seed, index) / 2**31
     return "heldout" if u < heldout_fraction else "train"
 
 

@@ -178,3 +178,9 @@ class StageStandIn:
         path = self._work / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+@hookimpl
+def lmforge_components() -> list[Component]:
+    """The test plugin's components when this module is loaded with ``lmforge run -p``."""
+    return plugin.lmforge_components()

@@ -213,25 +213,30 @@ def test_judge_reward_score_and_reference_modes(env, tmp_path):
     from lmforge_feedback.judge_reward import JudgeReward
 
     stage = _stage(env, tmp_path)
-    cfg = JudgeRewardConfig.model_construct(type="judge", judge=_reward_cfg(), mode="score",
-                                            principle=None, scale=2.0, offset=-1.0)
+    judge_cfg = ModelLikelihoodJudgeConfig()
+    cfg = JudgeRewardConfig(judge=judge_cfg, mode="score", scale=2.0, offset=-1.0)
     reward = JudgeReward(cfg)
-    assert reward.requires() == {}
+    assert reward.requires() == {"judge": "model"}
     reward.setup(stage, "cpu")
-    samples = [RewardSample(prompt=[{"role": "user", "content": "q"}], completion="good good",
-                            reference="good")]
+    prompt = [{"role": "user", "content": "the cat"}]
+    samples = [RewardSample(prompt=prompt, completion="sat on a mat", reference="ran far"),
+               RewardSample(prompt=prompt, completion="green", reference="dogs")]
+    alone = ModelLikelihoodJudge(judge_cfg)
+    alone.setup(stage, "cpu")
+    expect = alone.score([(s.prompt, s.completion) for s in samples])
     out = reward.score(samples)
-    assert out.scores == [2.0 * 2 - 1.0]
+    assert out.scores == [pytest.approx(2.0 * e - 1.0, abs=1e-6) for e in expect]
     ref = JudgeReward(cfg.model_copy(update={"mode": "reference"}))
     ref.setup(stage, "cpu")
     out = ref.score(samples)
-    p = 1 / (1 + math.exp(-(2 - 1) / 2.0))
-    assert out.scores == [pytest.approx(2.0 * (2 * p - 1) - 1.0)]
-    assert out.details[0]["p_beats_reference"] == pytest.approx(p)
+    verdicts = alone.compare([Comparison(s.prompt, s.completion, s.reference) for s in samples])
+    assert out.scores == [pytest.approx(2.0 * (2 * v.p_a - 1) - 1.0, abs=1e-6)
+                          for v in verdicts]
+    assert out.details[0]["p_beats_reference"] == pytest.approx(verdicts[0].p_a, abs=1e-6)
     from lmforge import StageInputError
 
     with pytest.raises(StageInputError, match="no reference"):
-        ref.score([RewardSample(prompt=[{"role": "user", "content": "q"}], completion="x")])
+        ref.score([RewardSample(prompt=prompt, completion="x")])
     # a model judge's needs pass through the reward
     model_cfg = JudgeRewardConfig(judge=ModelPromptedJudgeConfig(model_input="reward_model"))
     assert JudgeReward(model_cfg).requires() == {"reward_model": "model"}
