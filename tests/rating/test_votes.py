@@ -153,3 +153,30 @@ def test_source_majority_and_counts(tmp_path: Path) -> None:
     assert len(list(HumanPreferencesSource(Cfg))) == 1  # only p0 has three labels
     Cfg.min_votes, Cfg.raters = 1, ["bo"]
     assert len(list(HumanPreferencesSource(Cfg))) == 3  # bo alone: p0 a, p1 b, p2 b
+
+
+def test_source_in_a_curate_stage(tmp_path: Path) -> None:
+    import lmforge_data.plugin
+    import lmforge_rating.plugin
+    from lmforge.testing import plugin_manager, run_spec
+
+    write_pairs(tmp_path / "pairs.jsonl", 3)
+    votes = tmp_path / "v.jsonl"
+    votes.write_text("".join(Vote(r, i, c).to_json() + "\n" for r, i, c in
+                             [("ana", "p0", "b"), ("ana", "p1", "a"), ("ana", "p2", "tie")]))
+    pm = plugin_manager(lmforge_data.plugin, lmforge_rating.plugin)
+    spec = {"name": "hp", "stages": [{"id": "prefs", "kind": "data", "plugin": "curate",
+                                      "config": {"format": "preference", "heldout_fraction": 0,
+                                                 "sources": [{"type": "human-preferences",
+                                                              "pairs": "pairs.jsonl",
+                                                              "votes": "v.jsonl"}]}}]}
+    run_spec(spec, pm, tmp_path / "run", base_dir=tmp_path)
+    out = tmp_path / "run" / "prefs" / "outputs"
+    (dataset,) = [p for p in out.iterdir() if p.is_dir()]
+    import pyarrow.parquet as pq
+
+    rows = [r for f in sorted(dataset.glob("*/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted((r["chosen"], r["rejected"]) for r in rows) == [("answer A1", "answer B1"),
+                                                                  ("answer B0", "answer A0")]
+    stats = json.loads((dataset / "stats.json").read_text())
+    assert stats["sources"][0]["skipped"] == {"tie": 1}  # the drop is counted in stats.json
