@@ -21,11 +21,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _call(fn: Callable[[Any], Any], row: dict[str, Any]) -> dict[str, Any]:
+def _call(row: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
     import pickle
 
     item = pickle.loads(row["item"])
-    return {"index": row["index"], "result": pickle.dumps(fn(item))}
+    try:
+        return {"index": row["index"], "result": pickle.dumps(fn(item)), "error": b""}
+    except LmforgeError as exc:
+        # sent back as a value: Ray would wrap it and lose the message the user needs
+        return {"index": row["index"], "result": b"", "error": pickle.dumps(exc)}
 
 
 class RayExecutor:
@@ -82,18 +86,14 @@ class RayExecutor:
         ds = ds.map(_call, fn_args=(fn,), concurrency=self.workers,
                     num_cpus=self.config.cpus_per_task)
         expected = 0
-        try:
-            for row in ds.iter_rows():
-                if row["index"] != expected:
-                    raise LmforgeError(f"ray executor: result {row['index']} arrived where "
-                                       f"{expected} was due")
-                expected += 1
-                yield pickle.loads(row["result"])
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-            if isinstance(cause, LmforgeError):
-                raise cause from None
-            raise
+        for row in ds.iter_rows():
+            if row["index"] != expected:
+                raise LmforgeError(f"ray executor: result {row['index']} arrived where "
+                                   f"{expected} was due")
+            expected += 1
+            if row["error"]:
+                raise pickle.loads(row["error"])
+            yield pickle.loads(row["result"])
         if expected != len(items):
             raise LmforgeError(f"ray executor: {expected} of {len(items)} results came back")
 
