@@ -41,13 +41,14 @@ class FixtureStage(Stage):
 
 class PlantedJudgeConfig(Config):
     type: str = Field(default="planted", description="Selects this judge.")
-    table: str = Field(description="JSON file: response a -> [P(A) with a first, P(A) with a "
-                       "second]; missing responses get 0.5 in both orders.")
+    table: str = Field(description="JSON file: response -> probability that the response "
+                       "shown first wins when it is that response (0.5 when missing).")
 
 
 class PlantedJudge(Judge):
-    """Answers from a table: for (a, b), ``P(first wins)`` in each order is looked up by the
-    response shown first; swap-averaged like a real judge."""
+    """A judge with known answers: P(first shown wins) = ``table[first response]``, asked in
+    both orders and swap-averaged like a real judge, so for (a, b)
+    ``p_a = (table[a] + 1 - table[b]) / 2``."""
 
     name = "planted"
 
@@ -60,11 +61,11 @@ class PlantedJudge(Judge):
 
         out = []
         for it in items:
-            first = self.table.get(it.a, [0.5, 0.5])[0]  # a shown first: P(A) = P(a)
-            second = 1.0 - self.table.get(it.b, [0.5, 0.5])[0]  # b first: P(B) = P(a)
-            p, consistent = swap_average(first, second)
+            first = self.table.get(it.a, 0.5)  # a shown first: P(A) = P(a)
+            b_first = self.table.get(it.b, 0.5)  # b shown first: P(A) = P(b)
+            p, consistent = swap_average(first, 1.0 - b_first)
             out.append(Verdict(p_a=p, raw={"ab": {"A": first, "B": 1 - first},
-                                           "ba": {"A": 1 - second, "B": second}},
+                                           "ba": {"A": b_first, "B": 1 - b_first}},
                                judge=self.name, principle=it.principle, consistent=consistent))
         return out
 
