@@ -6,6 +6,21 @@ from collections.abc import Sequence
 
 from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
 from lmforge_align.config import DPOConfig
+from lmforge_align.rl_config import GRPOConfig, PPOConfig, RLOOConfig
+
+_RL_INPUTS = {
+    "dataset": InputSlot(("dataset/prompt", "dataset/chat"),
+                         help="prompts: a dataset/prompt, or chats whose last assistant turn "
+                              "is dropped; its 'heldout' split is evaluated"),
+    "tokenizer": InputSlot(("tokenizer",)),
+    "init": InputSlot(("model",), help="the SFT model: the policy starts from it and it is the "
+                      "frozen reference"),
+    "reward_model": InputSlot(("model",), required=False,
+                              help="the reward model, for a reward that needs one "
+                                   "(reward-model)"),
+}
+
+
 
 
 @hookimpl
@@ -23,5 +38,29 @@ def lmforge_components() -> Sequence[Component]:
                                   "and it is the frozen reference"),
             },
             outputs={"model": "model"}, ranks=backend_ranks,
+        ),
+        stage(
+            "align", "ppo", config=PPOConfig,
+            factory="lmforge_align.ppo:PPOStage",
+            description="PPO against a reward with a KL penalty to the SFT model, a value "
+                        "model and GAE.",
+            inputs={**_RL_INPUTS, "value_init": InputSlot(
+                ("model",), required=False, help="initial value model (a score-head model, "
+                "usually the reward model); default: the init model with a fresh score head")},
+            outputs={"model": "model"}, ranks=backend_ranks,
+        ),
+        stage(
+            "align", "grpo", config=GRPOConfig,
+            factory="lmforge_align.grpo:GRPOStage",
+            description="GRPO: group-normalised advantages over several samples per prompt, "
+                        "clipped objective, optional KL to the reference.",
+            inputs=dict(_RL_INPUTS), outputs={"model": "model"}, ranks=backend_ranks,
+        ),
+        stage(
+            "align", "rloo", config=RLOOConfig,
+            factory="lmforge_align.grpo:RLOOStage",
+            description="RLOO: REINFORCE with a leave-one-out baseline over several samples "
+                        "per prompt.",
+            inputs=dict(_RL_INPUTS), outputs={"model": "model"}, ranks=backend_ranks,
         ),
     ]
