@@ -117,6 +117,18 @@ def encode_chat(tokenizer: tokenizers.Tokenizer, messages: Sequence[dict[str, st
     return list(enc.ids), mask
 
 
+def encode_reply(tokenizer: tokenizers.Tokenizer, prompt: Sequence[dict[str, str]], reply: str
+                 ) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, reply_ids)`` of an assistant ``reply`` to the ``prompt`` messages, as
+    preference training (DPO, reward models) and the ``reward-model`` reward encode it:
+    ``encode_chat(prompt, add_generation_prompt=True)`` then the tokens of ``reply + END``
+    encoded on their own (so the prompt's tokens are the same for every reply). The sequence
+    ``prompt_ids + reply_ids`` ends with the end-of-turn token, where a reward model's score
+    is read."""
+    ids = encode_chat(tokenizer, prompt, add_generation_prompt=True)[0]
+    return ids, list(tokenizer.encode(reply + END, add_special_tokens=False).ids)
+
+
 @dataclass(frozen=True)
 class TokenizerArtifact:
     """A loaded ``tokenizer`` artifact."""

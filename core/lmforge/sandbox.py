@@ -13,16 +13,21 @@ run it in their own process: they build a sandbox with ``stage.build("sandbox", 
 
 A sandbox documents its limits (time, memory, processes, output size, network, file system) and
 what it does *not* protect against; ``SandboxResult.limit`` says which limit ended a run.
-Calls may come from several threads at once. Nothing here imports torch.
+Calls may come from several threads at once; a sandbox may bound how many run at once and say
+so with an optional ``workers`` attribute, which :func:`run_many` uses as its pool size.
+Nothing here imports torch.
+
+To grade code against doctests, see :mod:`lmforge.codecheck` (the program to run and how to
+read its report).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Sandbox", "SandboxResult"]
+__all__ = ["Sandbox", "SandboxJob", "SandboxResult", "run_many"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,33 @@ class Sandbox(Protocol):
                    timeout_s: float | None = None) -> SandboxResult: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SandboxJob:
+    """One program for :func:`run_many`: the arguments of :meth:`Sandbox.run_python`."""
+
+    source: str
+    stdin: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+def run_many(sandbox: Sandbox, jobs: Sequence[SandboxJob],
+             workers: int | None = None) -> list[SandboxResult]:
+    """Run ``jobs`` concurrently on a thread pool (``workers``, default the sandbox's own
+    ``workers`` attribute, else 4) and return their results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not jobs:
+        return []
+    n = max(1, min(len(jobs), workers or int(getattr(sandbox, "workers", 4) or 4)))
+
+    def one(job: SandboxJob) -> SandboxResult:
+        return sandbox.run_python(job.source, stdin=job.stdin, files=job.files or None,
+                                  timeout_s=job.timeout_s)
+
+    if n == 1:
+        return [one(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(one, jobs))

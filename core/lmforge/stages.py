@@ -31,6 +31,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,18 @@ if TYPE_CHECKING:
     from lmforge.components import Component, Config
     from lmforge.plugins import PluginManager
     from lmforge.progress import Progress
+
+
+#: The plugin manager of the StageContext.build call in progress (see building_plugins).
+_BUILDING: ContextVar[Any] = ContextVar("lmforge_building_plugins", default=None)
+
+
+def building_plugins() -> Any:
+    """The :class:`lmforge.plugins.PluginManager` of the :meth:`StageContext.build` call in
+    progress, or None outside one. A component whose config holds other components' configs
+    (the ``composite`` reward) builds them from its factory with it:
+    ``building_plugins().get_component(kind, cfg.type).load_factory()(cfg)``."""
+    return _BUILDING.get()
 
 
 @dataclass(frozen=True)
@@ -167,8 +180,9 @@ class StageContext:
         optional one is not wired."""
         from lmforge.components import split_input_key
 
-        decl = self.component.inputs.get(name)
-        if decl is None or not decl.many:
+        slots = self.component.inputs
+        decl = None if callable(slots) else slots.get(name)  # config-dependent: trust the wiring
+        if not callable(slots) and (decl is None or not decl.many):
             raise KeyError(f"stage plugin {self.component.name!r} has no input {name!r} that "
                            f"takes several artifacts")
         found = []
@@ -188,7 +202,11 @@ class StageContext:
         if name is None:
             raise TypeError(f"config for a {kind!r} component has no 'type' field: {config!r}")
         component = self.plugins.get_component(kind, name)
-        return component.load_factory()(config, *args, **kwargs)
+        token = _BUILDING.set(self.plugins)
+        try:
+            return component.load_factory()(config, *args, **kwargs)
+        finally:
+            _BUILDING.reset(token)
 
     def load_model(self, artifact: Artifact | Path, **kwargs: Any) -> Any:
         """Rebuild the model stored in a ``model`` artifact (see :mod:`lmforge.modelio`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
-from lmforge_align.config import DPOConfig
+from lmforge_align.config import DPOConfig, RewardModelConfig
 from lmforge_align.rl_config import GRPOConfig, PPOConfig, RLOOConfig
 
 _RL_INPUTS = {
@@ -36,6 +36,21 @@ def lmforge_components() -> Sequence[Component]:
                 "tokenizer": InputSlot(("tokenizer",)),
                 "init": InputSlot(("model",), help="the SFT model: the policy starts from it "
                                   "and it is the frozen reference"),
+            },
+            outputs={"model": "model"}, ranks=backend_ranks,
+        ),
+        stage(
+            "train", "reward-model", config=RewardModelConfig,
+            factory="lmforge_align.reward_model:RewardModelStage",
+            description="A Bradley-Terry reward model: the init model with a score head, "
+                        "trained on preference pairs; reports held-out pair accuracy.",
+            inputs={
+                "dataset": InputSlot(("dataset/preference",),
+                                     help="pairs: prompt (messages), chosen, rejected; its "
+                                          "'heldout' split is scored before and after"),
+                "tokenizer": InputSlot(("tokenizer",)),
+                "init": InputSlot(("model",), help="the SFT model: the reward model's body "
+                                  "(its LM head is replaced by a fresh score head)"),
             },
             outputs={"model": "model"}, ranks=backend_ranks,
         ),
