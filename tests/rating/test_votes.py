@@ -180,3 +180,19 @@ def test_source_in_a_curate_stage(tmp_path: Path) -> None:
                                                                   ("answer B0", "answer A0")]
     stats = json.loads((dataset / "stats.json").read_text())
     assert stats["sources"][0]["skipped"] == {"tie": 1}  # the drop is counted in stats.json
+
+
+def test_pairs_from_a_preference_dataset_artifact(tmp_path: Path) -> None:
+    from lmforge.testing import write_dataset_artifact
+
+    rows = [{"prompt": [{"role": "user", "content": f"q{k}"}], "chosen": f"good {k}",
+             "rejected": f"bad {k}"} for k in range(3)]
+    path = write_dataset_artifact(tmp_path / "prefs", "preference",
+                                  {"train": rows[:2], "heldout": rows[2:]})
+    pairs = load_pairs(path)
+    assert [(p.response_a, p.response_b, p.gold) for p in pairs] == [
+        ("good 2", "bad 2", "a"), ("good 0", "bad 0", "a"), ("good 1", "bad 1", "a")]
+    assert len({p.id for p in pairs}) == 3 and pairs[0].id.startswith("heldout/")
+    text = write_dataset_artifact(tmp_path / "text", "text", {"train": [{"text": "x"}]})
+    with pytest.raises(StageInputError, match="must be a dataset/preference artifact"):
+        load_pairs(text)
