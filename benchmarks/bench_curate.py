@@ -1,0 +1,213 @@
+"""Data curation speed against its peers, same documents, same cores, one run.
+
+    python benchmarks/bench_curate.py                   # every benchmark
+    python benchmarks/bench_curate.py --only minhash    # one of them (see --help)
+
+Each benchmark is one function registered in ``BENCHMARKS``; each prints docs/s for lmforge
+and for the peer and their ratio, and checks that both decide the same before timing counts.
+
+* ``minhash``: the MinHash near-dedup pipeline end to end — read JSON Lines, shingle and
+  sign, LSH buckets, clusters, keep one per cluster, write the kept documents — lmforge's
+  ``curate`` stage (``dedup: {type: minhash}``, local executor) against datatrove 0.10's four
+  MinHash steps on ``LocalPipelineExecutor``; both with 5-word shingles, 14 bands of 8 rows,
+  on the planted corpus of :mod:`tests.curation.planted_corpus` (recall per similarity bin is
+  printed for both: equal recall is the condition of the comparison).
+* ``ray-overhead``: the same curate stage on the ``ray`` executor (local mode, same CPUs)
+  against the ``local`` executor: the cost of Ray on one machine.
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``: datatrove) and ``ray``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.curation.planted_corpus
+
+
+# --- shared ------------------------------------------------------------------------------------
+def planted_files(root: Path, n_base: int, copies: int, files: int) -> tuple[Any, Path]:
+    """The planted corpus written as ``files`` JSON Lines files (documents dealt round-robin
+    would split base and copy across files: contiguous slices keep read order)."""
+    from tests.curation.planted_corpus import planted_corpus
+
+    t = time.perf_counter()
+    planted = planted_corpus(n_base=n_base, copies_per_level=copies)
+    print(f"corpus: {len(planted.docs)} documents ({len(planted.pairs)} planted copies), "
+          f"made in {time.perf_counter() - t:.1f} s")
+    folder = root / "input"
+    folder.mkdir(parents=True)
+    per = -(-len(planted.docs) // files)
+    for i in range(files):
+        with open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8") as fh:
+            for k, text in enumerate(planted.docs[i * per:(i + 1) * per]):
+                fh.write(json.dumps({"text": text, "id": str(i * per + k)}) + "\n")
+    return planted, folder
+
+
+def recall_table(planted: Any, kept: set[str]) -> dict[str, tuple[int, float]]:
+    """Per similarity bin: planted copies, and the fraction removed (its base kept)."""
+    bins = ((0.25, 0.4), (0.45, 0.55), (0.55, 0.65), (0.65, 0.75), (0.75, 0.85), (0.85, 1.01))
+    out = {}
+    for lo, hi in bins:
+        pairs = [(b, c) for b, c, j in planted.pairs if lo <= j < hi]
+        removed = [planted.docs[c] not in kept and planted.docs[b] in kept for b, c in pairs]
+        out[f"{lo:.2f}-{min(hi, 1.0):.2f}"] = (len(pairs), sum(removed) / max(1, len(pairs)))
+    return out
+
+
+def run_curate(folder: Path, run_dir: Path, executor: dict[str, Any] | None, workers: int
+               ) -> tuple[float, set[str], dict[str, Any]]:
+    """lmforge's curate stage with MinHash dedup; (seconds, kept texts, metrics)."""
+    import pyarrow.parquet as pq
+
+    import lmforge_data.plugin
+    from lmforge.testing import plugin_manager, run_spec
+
+    config: dict[str, Any] = {
+        "sources": [{"type": "jsonl", "path": str(folder / "*.jsonl")}],
+        "dedup": {"type": "minhash", "ngram": 5, "bands": 14, "rows": 8},
+        "heldout_fraction": 0.0, "num_proc": workers, "partition_bytes": 1}
+    if executor is not None:
+        config["executor"] = executor
+    spec = {"name": "bench", "stages": [{"id": "corpus", "kind": "data", "plugin": "curate",
+                                         "config": config}]}
+    pm = plugin_manager(lmforge_data.plugin)
+    t = time.perf_counter()
+    result = run_spec(spec, pm, run_dir)
+    seconds = time.perf_counter() - t
+    out = run_dir / "corpus" / "outputs" / "dataset" / "train"
+    kept = {t for f in sorted(out.glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist()}
+    return seconds, kept, result.stages[0].metrics
+
+
+def _xxhash64_of_str(data: str | bytes) -> int:
+    import xxhash
+
+    return xxhash.xxh64_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def run_datatrove(folder: Path, work: Path, workers: int, tasks: int) -> tuple[float, set[str]]:
+    """datatrove's MinHash pipeline (its documented four steps); (seconds, kept texts)."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    cfg = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=1)
+    logs = str(work / "logs")
+    signature = MinhashDedupSignature(str(work / "sigs"), config=cfg)
+    # datatrove 0.10 hands str to xxhash, which xxhash >= 4.1 refuses; encode as xxhash < 4.1
+    # did itself (UTF-8), so datatrove runs its default xxhash64 shingle hashing
+    signature._hash_func = _xxhash64_of_str
+    stage1 = LocalPipelineExecutor(
+        pipeline=[JsonlReader(str(folder)), signature],
+        tasks=tasks, workers=workers, logging_dir=f"{logs}/1")
+    stage2 = LocalPipelineExecutor(
+        pipeline=[MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)],
+        tasks=cfg.num_buckets, workers=workers, logging_dir=f"{logs}/2", depends=stage1)
+    stage3 = LocalPipelineExecutor(
+        pipeline=[MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=cfg)],
+        tasks=1, workers=1, logging_dir=f"{logs}/3", depends=stage2)
+    stage4 = LocalPipelineExecutor(
+        pipeline=[JsonlReader(str(folder)), MinhashDedupFilter(str(work / "remove")),
+                  JsonlWriter(str(work / "out"), compression=None)],
+        tasks=tasks, workers=workers, logging_dir=f"{logs}/4", depends=stage3)
+    t = time.perf_counter()
+    stage4.run()
+    seconds = time.perf_counter() - t
+    kept = set()
+    for f in sorted((work / "out").glob("*.jsonl")):
+        kept |= {json.loads(line)["text"] for line in f.read_text().splitlines() if line}
+    return seconds, kept
+
+
+# --- benchmarks ----------------------------------------------------------------------------------
+def bench_minhash(args: argparse.Namespace) -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-minhash-"))
+    try:
+        planted, folder = planted_files(root, args.docs, args.copies, args.files)
+        n = len(planted.docs)
+        ours_s, ours_kept, metrics = run_curate(folder, root / "lmforge", None, args.workers)
+        peer_s, peer_kept = run_datatrove(folder, root / "datatrove", args.workers, args.files)
+        ours_r, peer_r = recall_table(planted, ours_kept), recall_table(planted, peer_kept)
+        print(f"\nMinHash dedup, {n} documents, {args.workers} workers, 5-grams, 14 bands x 8 "
+              f"rows")
+        print(f"{'similarity':>11}  {'copies':>6}  {'lmforge':>8}  {'datatrove':>9}  "
+              f"(fraction of planted copies removed)")
+        for k in ours_r:
+            print(f"{k:>11}  {ours_r[k][0]:>6}  {ours_r[k][1]:>8.3f}  {peer_r[k][1]:>9.3f}")
+        unrelated = set(planted.docs) - {planted.docs[c] for _, c, _ in planted.pairs}
+        print(f"unrelated documents removed: lmforge {len(unrelated - ours_kept)}, "
+              f"datatrove {len(unrelated - peer_kept)}; documents kept: lmforge "
+              f"{len(ours_kept)}, datatrove {len(peer_kept)}")
+        print(f"lmforge   {ours_s:7.2f} s  {n / ours_s:9.0f} docs/s  "
+              f"(clusters {metrics.get('dedup_clusters')}, {metrics.get('executor')})")
+        print(f"datatrove {peer_s:7.2f} s  {n / peer_s:9.0f} docs/s")
+        print(f"ratio (lmforge / datatrove docs/s): {peer_s / ours_s:.2f}x")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_ray_overhead(args: argparse.Namespace) -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    try:
+        planted, folder = planted_files(root, args.docs, args.copies, args.files)
+        n = len(planted.docs)
+        local_s, local_kept, _ = run_curate(folder, root / "local", None, args.workers)
+        ray_s, ray_kept, m = run_curate(folder, root / "ray",
+                                        {"type": "ray", "num_cpus": args.workers}, args.workers)
+        assert ray_kept == local_kept, "the ray executor kept other documents"
+        print(f"\ncurate with MinHash dedup, {n} documents, {args.workers} CPUs, one machine")
+        print(f"local executor  {local_s:7.2f} s  {n / local_s:9.0f} docs/s")
+        print(f"ray executor    {ray_s:7.2f} s  {n / ray_s:9.0f} docs/s  ({m.get('executor')}, "
+              f"Ray start-up included)")
+        print(f"Ray overhead on one machine: {ray_s - local_s:+.2f} s "
+              f"({ray_s / local_s:.2f}x the local time)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "minhash": bench_minhash,
+    "ray-overhead": bench_ray_overhead,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append",
+                        help="run only this benchmark (repeatable); default: all")
+    parser.add_argument("--docs", type=int, default=20_000,
+                        help="distinct base documents of the planted corpus (default 20000)")
+    parser.add_argument("--copies", type=int, default=200,
+                        help="planted copies per similarity level (8 levels; default 200)")
+    parser.add_argument("--files", type=int, default=8, help="input files = tasks (default 8)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes for both sides (default 2)")
+    args = parser.parse_args(argv)
+    for name in args.only or list(BENCHMARKS):
+        print(f"=== {name} ===")
+        BENCHMARKS[name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
