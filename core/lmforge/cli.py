@@ -660,9 +660,9 @@ def _plugins_info(name: str, pm: Any) -> int:
         out.print(f"\n[bold]{c.kind}[/] [cyan]{c.name}[/] — {c.description} "
                   f"[dim]({c.plugin}, {c.distribution} {c.version})[/]")
         if c.stage_kind:
-            ins = ", ".join(f"{k} ({'list of ' if v.many else ''}{' | '.join(v.accepts)}"
-                            f"{'' if v.required else ', optional'})"
-                            for k, v in c.inputs.items())
+            ins = "depend on config" if callable(c.inputs) else ", ".join(
+                f"{k} ({'list of ' if v.many else ''}{' | '.join(v.accepts)}"
+                f"{'' if v.required else ', optional'})" for k, v in c.inputs.items())
             outs = c.outputs if isinstance(c.outputs, dict) else "depends on config"
             out.print(f"  inputs: {ins or 'none'}\n  outputs: {outs}")
         from rich.text import Text

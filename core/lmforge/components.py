@@ -49,6 +49,7 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "model",
     "report",
     "hf-model",
+    "classifier",  # a text classifier: ``classifier.safetensors`` + ``classifier.json``
 )
 
 
@@ -135,6 +136,7 @@ def split_input_key(key: str) -> tuple[str, int | None]:
 
 
 OutputsFn = Callable[[Any], Mapping[str, str]]
+InputsFn = Callable[[Any], Mapping[str, "InputSlot"]]
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,11 @@ class Component:
             ``factory(config, ctx)`` and returns a :class:`lmforge.Stage`; for other kinds the
             calling code documents the signature (``ctx.build`` passes ``config`` first).
         description: one line shown by ``lmforge plugins list``.
-        inputs: for stages, the named inputs and the artifact kinds each accepts.
+        inputs: for stages, the named inputs and the artifact kinds each accepts; or a function
+            of the validated config that returns that mapping (for stages whose inputs depend
+            on config: a ``mix`` takes one input per configured source, a ``curate`` whose
+            filter scores with a classifier takes that classifier). Validation wires the
+            spec's ``inputs`` against the slots the config yields.
         outputs: for stages, output name -> artifact kind; or a function of the validated config
             that returns that mapping (for stages whose output kind depends on config).
         ranks: for stages in a multi-process run: ``"main"`` — the main rank runs it while the
@@ -165,7 +171,7 @@ class Component:
     config: type[Config]
     factory: str | Callable[..., Any]
     description: str = ""
-    inputs: Mapping[str, InputSlot] = field(default_factory=dict)
+    inputs: Mapping[str, InputSlot] | InputsFn = field(default_factory=dict)
     outputs: Mapping[str, str] | OutputsFn = field(default_factory=dict)
     ranks: str | Callable[[Any], str] = "main"
     # Filled in by the plugin manager: which plugin (entry point) and distribution provided it.
@@ -184,6 +190,10 @@ class Component:
             raise ValueError(f"component {self.name!r}: ranks must be 'main' or 'all', "
                              f"got {ranks!r}")
         return ranks
+
+    def input_slots(self, config: Any) -> dict[str, InputSlot]:
+        """The input slots of this stage with ``config`` (``inputs`` itself, or its result)."""
+        return dict(self.inputs(config) if callable(self.inputs) else self.inputs)
 
     def output_kinds(self, config: Any) -> dict[str, str]:
         outs = self.outputs(config) if callable(self.outputs) else self.outputs

@@ -307,13 +307,18 @@ class FilterResult:
 
     ``keep=False`` drops the document, ``reason`` says why (counted in the stage manifest).
     ``text`` set to a new string means the document was modified (e.g. PII redacted), with
-    ``reason`` naming what changed.
+    ``reason`` naming what changed. ``metadata`` adds facts to the record's metadata; a filter
+    that returns metadata says so with a class attribute ``emits_metadata = True``, and the
+    data stage then gives its output a ``metadata`` column (JSON per record).
     """
 
     keep: bool
     reason: str = ""
     text: str | None = None
     counts: Mapping[str, int] | None = None  # e.g. {"email": 2} for a redaction
+    #: Facts about the document worth keeping with it (``{"language": "de", "language_score":
+    #: 0.97}``): JSON values, merged over the chain and stored in the record's ``metadata``.
+    metadata: Mapping[str, Any] | None = None
 
     @classmethod
     def kept(cls) -> FilterResult:

@@ -163,7 +163,9 @@ def markdown_reference(pm: PluginManager) -> str:
         for c in comps:
             out += [f"### `{kind}` / `{c.name}`", "", f"{c.description} "
                     f"(plugin `{c.plugin}`, {c.distribution})", ""]
-            if c.inputs:
+            if callable(c.inputs):
+                out += ["Inputs: depend on the config", ""]
+            elif c.inputs:
                 out += ["Inputs: " + "; ".join(
                     f"`{k}` ({'a list of ' if v.many else ''}{' or '.join(v.accepts)}"
                     f"{'' if v.required else ', optional'})"

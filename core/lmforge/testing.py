@@ -146,7 +146,8 @@ def check_plugin(plugin: Any) -> list[str]:
     it may need installed plugins for ``Slot`` defaults) is passed to the factory. A config
     with a required field, or whose validators reject the defaults, has no default config. A filter built this way must survive a pickle round
     trip (the data stage sends filters to worker processes with ``num_proc > 1``) and return a
-    :class:`lmforge.FilterResult` for a sample text, before and after. Stages are not built
+    :class:`lmforge.FilterResult` for a sample text, before and after; one whose config
+    ``requires()`` artifacts must have a ``bind(inputs)`` instead (it is not called unbound). Stages are not built
     (they need a run context: test them with :func:`run_spec`).
     """
     problems: list[str] = []
@@ -261,6 +262,12 @@ def _check_default_build(plugin: Any, c: Component, label: str) -> list[str]:
                     f"({type(exc).__name__}: {exc}); filters run in worker processes when the "
                     f"data stage has num_proc > 1, so keep plain values (str, int, float, "
                     f"compiled regexes) on the filter object, not the config object"]
+        requires = getattr(config, "requires", None)
+        if callable(requires) and requires():
+            # it reads artifacts (a classifier, a model): it decides only once bound to them
+            return [] if callable(getattr(built, "bind", None)) else [
+                f"{label}: its config requires inputs {sorted(requires())} but the filter has "
+                f"no bind(inputs) to receive them"]
         for which, f in (("built", built), ("unpickled", copy)):
             try:
                 result = f(_SAMPLE_TEXT)

@@ -38,9 +38,12 @@ class FilterChain:
         """
         outcomes: list[Outcome] = []
         parts = rec.texts(record, self.fmt)
+        meta: dict[str, Any] = {}
         for f in self.filters:
             joined = parts[0] if len(parts) == 1 else "\n\n".join(parts)
             result = f(joined)
+            if result.metadata:
+                meta.update(result.metadata)
             if not result.keep:
                 outcomes.append(("dropped", result.reason or "dropped", None))
                 return None, outcomes
@@ -63,7 +66,15 @@ class FilterChain:
             outcomes.append(("modified", result.reason or "modified", counts or None))
         if any(o[0] == "modified" for o in outcomes):
             record = rec.with_texts(record, self.fmt, parts)
+        if meta:
+            record = {**record, rec.META_KEY: meta}
         return record, outcomes
+
+    @property
+    def metadata(self) -> bool:
+        """Whether a filter of the chain labels records (its ``emits_metadata`` is true), so
+        the output needs the ``metadata`` column."""
+        return any(getattr(f, "emits_metadata", False) for f in self.filters)
 
     def apply_chunk(self, chunk: Sequence[dict[str, Any]]) -> list[Result]:
         return [self.apply(r) for r in chunk]

@@ -288,7 +288,9 @@ class PIIFilterConfig(Config):
                         "NANP-style 555-123-4567 / (555) 123-4567 with separators) as <PHONE>.")
     ip_address: bool = Field(default=True, description="Redact IPv4 (4 octets each <= 255, "
                              "not part of a longer dotted number, so versions like 3.11.7 are "
-                             "kept) and IPv6 addresses (validated; short forms such as '1::2' "
+                             "kept, and so is a dotted quad after a version word such as "
+                             "'version 3.11.2.1') and IPv6 addresses (validated; short forms "
+                             "such as '1::2' "
                              "that look like slices are kept) as <IP_ADDRESS>.")
     credit_card: bool = Field(default=True, description="Redact payment-card numbers as "
                               "<CREDIT_CARD>: 13-19 digit runs (optionally grouped with spaces "
@@ -297,3 +299,8 @@ class PIIFilterConfig(Config):
                                    "with a payment-card industry digit (2-6) as cards, so Luhn-"
                                    "valid timestamps and ids starting with 1, 7, 8, 9 or 0 are "
                                    "kept.")
+    street_address: bool = Field(default=True, description="Redact street addresses as "
+                                 "<ADDRESS>: house number, capitalised name and a street type "
+                                 "(Street, Ave, Rd, Lane ...; optional unit and ', City, ST "
+                                 "12345'), or the German 'Hauptstraße 12' form. Pattern and "
+                                 "gazetteer, not a model: person names are not detected.")

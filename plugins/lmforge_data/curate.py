@@ -37,6 +37,7 @@ from lmforge.fsutil import atomic_write_text
 from lmforge_data import plan as pl
 from lmforge_data import records as rec
 from lmforge_data.chain import FilterChain
+from lmforge_data.filter_inputs import build_filters
 from lmforge_data.stats import merge_filters
 
 SPLITS = ("train", "heldout")
@@ -108,7 +109,7 @@ class CurateStage(Stage):
         if self._parallel():
             for cfg in self.config.filters:
                 try:
-                    pickle.dumps(self.ctx.build("filter", cfg))
+                    pickle.dumps(build_filters(self.ctx, [cfg])[0])
                 except Exception as exc:  # noqa: BLE001
                     raise StageInputError(f"{self._where()}: filter {cfg.type!r} cannot be sent "
                                           f"to worker processes ({exc}); use num_proc: 1 and "
@@ -144,13 +145,13 @@ class CurateStage(Stage):
         fmt = c.format
         with self._executor() as executor:
             buckets = max(1, min(c.dedup_buckets or 2 * executor.workers, 4096))
+            chain = FilterChain(build_filters(self.ctx, c.filters), fmt)
             plan = pl.PlanConfig(
-                work=str(work), fmt=fmt,
-                chain=FilterChain([self.ctx.build("filter", f) for f in c.filters], fmt),
+                work=str(work), fmt=fmt, chain=chain,
                 filter_names=tuple(getattr(f, "type", "?") for f in c.filters), dedup=dedup,
                 buckets=buckets, split_by=c.split_by,
                 threshold=int(c.heldout_fraction * 2**64), batch=c.chunk_size,
-                label=self._where())
+                label=self._where(), metadata=chain.metadata)
             results = self._read_phase(executor, plan, parts, resumed=kept_work)
             ordinals = tuple(r["ordinal"] for r in results)
             summary = self._dedup_phase(executor, plan, ordinals) if dedup else None
@@ -244,8 +245,8 @@ class CurateStage(Stage):
         avg = max(1, sum(r["kept"] for r in results) // max(1, len(results)))
         groups = pl.group_shards(specs, max(c.shard_rows, avg))
         moved_t = tuple((o, tuple(sorted(v))) for o, v in sorted(moved.items()))
-        shard_tasks = [pl.ShardTask(plan.work, plan.fmt, plan.threshold, i, g, moved_t)
-                       for i, g in enumerate(groups)]
+        shard_tasks = [pl.ShardTask(plan.work, plan.fmt, plan.threshold, i, g, moved_t,
+                                    metadata=plan.metadata) for i, g in enumerate(groups)]
         files: list[dict[str, Any]] = []
         with self.ctx.progress(len(specs), "writing shards", unit="shards") as bar:
             for written in executor.map(pl.write_shards, shard_tasks):
@@ -323,7 +324,7 @@ class CurateStage(Stage):
         }
         atomic_write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
         self.ctx.write_artifact_meta("dataset", {"format": fmt, "splits": splits,
-                                                 "columns": rec.COLUMNS[fmt]})
+                                                 "columns": rec.columns(fmt, plan.metadata)})
         self.ctx.record_output_files("dataset", recorded)
         shutil.rmtree(work, ignore_errors=True)
         metrics: dict[str, Any] = {

@@ -63,6 +63,7 @@ class PlanConfig:
     threshold: int  # split values below it are held out
     batch: int
     label: str  # "stage 'corpus'", prefixed to error locations
+    metadata: bool = False  # records carry the filters' metadata column
 
 
 # --- phase 1: read, filter, key ---------------------------------------------------------------
@@ -149,7 +150,7 @@ def read_partition(task: ReadTask) -> dict[str, Any]:
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    schema = rec.arrow_schema(p.fmt).append(pa.field(WHERE_COL, pa.string()))
+    schema = rec.arrow_schema(p.fmt, p.metadata).append(pa.field(WHERE_COL, pa.string()))
     fstats = [FilterStats(i, n) for i, n in enumerate(p.filter_names)]
     source = task.source.build()
     counts = {"read": 0, "empty": 0}
@@ -169,6 +170,9 @@ def read_partition(task: ReadTask) -> dict[str, Any]:
             if record is None:
                 continue
             group = record.pop(rec.SPLIT_KEY, None)
+            meta = record.pop(rec.META_KEY, None)
+            if p.metadata:
+                record[rec.METADATA_COLUMN] = rec.metadata_json(meta)
             digest, text = digest_and_text(record, p.fmt)
             split_key = digest if group is None else hashlib.blake2b(
                 group.encode("utf-8"), digest_size=16).digest()
@@ -370,6 +374,7 @@ class ShardTask:
     index: int
     shards: tuple[ShardSpec, ...]
     moved: tuple[tuple[int, tuple[int, ...]], ...]  # ordinal -> rows moved train->heldout
+    metadata: bool = False  # shards have the filters' metadata column
 
 
 class _HashingFile:
@@ -436,8 +441,8 @@ def write_shards(task: ShardTask) -> list[dict[str, Any]]:
             return recorded
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    columns = rec.COLUMNS[task.fmt]
-    schema = rec.arrow_schema(task.fmt)
+    columns = rec.columns(task.fmt, task.metadata)
+    schema = rec.arrow_schema(task.fmt, task.metadata)
     moved = dict(task.moved)
     cache: dict[tuple[int, str], Any] = {}
 

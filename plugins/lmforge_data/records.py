@@ -29,6 +29,11 @@ WHERE_KEY = "_where"
 GROUP_KEY = "_group"
 #: The split decider travels with a record through the filters under this key.
 SPLIT_KEY = "_split"
+#: Filters' metadata (:attr:`lmforge.FilterResult.metadata`, merged over the chain) travels
+#: under this key; a stage whose filters emit metadata stores it as the JSON string column
+#: :data:`METADATA_COLUMN` (``null`` for a record no filter labelled).
+META_KEY = "_meta"
+METADATA_COLUMN = "metadata"
 
 COLUMNS: dict[str, list[str]] = {
     "text": ["text"],
@@ -167,8 +172,29 @@ def digest(record: Mapping[str, Any], fmt: str) -> bytes:
     return h.digest()
 
 
-def arrow_schema(fmt: str) -> Any:
-    """The pyarrow schema of a format's shards."""
+def columns(fmt: str, metadata: bool = False) -> list[str]:
+    """A format's columns, with :data:`METADATA_COLUMN` last when ``metadata``."""
+    return [*COLUMNS[fmt], METADATA_COLUMN] if metadata else list(COLUMNS[fmt])
+
+
+def metadata_json(meta: Mapping[str, Any] | None) -> str | None:
+    """The ``metadata`` column's value: sorted-key JSON, or ``None`` when empty."""
+    import json
+
+    return json.dumps(dict(meta), sort_keys=True, ensure_ascii=False) if meta else None
+
+
+def arrow_schema(fmt: str, metadata: bool = False) -> Any:
+    """The pyarrow schema of a format's shards (with the ``metadata`` column when asked)."""
+    schema = _arrow_schema(fmt)
+    if metadata:
+        import pyarrow as pa
+
+        schema = schema.append(pa.field(METADATA_COLUMN, pa.string()))
+    return schema
+
+
+def _arrow_schema(fmt: str) -> Any:
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])

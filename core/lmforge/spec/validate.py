@@ -186,7 +186,7 @@ def _check_inputs(order: list[StagePlan], index: dict[str, int], out: _Collector
                                      config=by_id[src].config,
                                      architecture=archs.get(src) if kind == "model" else None)
             slot, element = split_input_key(key)
-            decl = plan.component.inputs.get(slot)
+            decl = plan.component.input_slots(plan.config).get(slot)
             if element is not None and decl is not None and decl.many:
                 inputs.setdefault(slot, []).append(upstream)
             else:
@@ -403,7 +403,7 @@ def _parse_ref(ref: str) -> tuple[str, str | None]:
 
 def _resolve_input(plan: StagePlan, slot: str, ref: str, by_id: dict[str, StagePlan],
                    out: _Collector, path: PathT) -> tuple[str, str] | None:
-    slots = plan.component.inputs
+    slots = plan.component.input_slots(plan.config)
     if slot not in slots:
         names = list(slots)
         out.add(path, f"stage plugin {plan.component.name!r} has no input {slot!r}"
@@ -450,7 +450,7 @@ def _wire_many(plan: StagePlan, slot: str, refs: Any, by_id: dict[str, StagePlan
                out: _Collector, path: PathT) -> None:
     """Wire an input that takes several artifacts: a non-empty list (when required) of distinct
     outputs, each of an accepted kind; element ``j`` becomes ``plan.inputs[input_key(slot, j)]``."""
-    decl = plan.component.inputs[slot]
+    decl = plan.component.input_slots(plan.config)[slot]
     accepts = " or ".join(decl.accepts)
     if not isinstance(refs, list):
         out.add(path, f"input {slot!r} of stage plugin {plan.component.name!r} takes a list of "
@@ -481,7 +481,7 @@ def _wire(plans: list[StagePlan], out: _Collector) -> list[StagePlan]:
     for i, p in enumerate(plans):
         for slot, ref in p.spec.inputs.items():
             path: PathT = ("stages", i, "inputs", slot)
-            decl = p.component.inputs.get(slot)
+            decl = p.component.input_slots(p.config).get(slot)
             if decl is not None and decl.many:
                 _wire_many(p, slot, ref, by_id, out, path)
                 continue
@@ -493,7 +493,7 @@ def _wire(plans: list[StagePlan], out: _Collector) -> list[StagePlan]:
             resolved = _resolve_input(p, slot, ref, by_id, out, path)
             if resolved:
                 p.inputs[slot] = resolved
-        for slot, decl in p.component.inputs.items():
+        for slot, decl in p.component.input_slots(p.config).items():
             if decl.required and slot not in p.spec.inputs:
                 out.add(("stages", i, "inputs"), f"stage {p.id!r} ({p.component.name}) needs "
                         f"input {slot!r} ({' or '.join(decl.accepts)})",
