@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from lmforge import Config, Slot
 from lmforge.specpath import SpecPath, check_files
 
-Format = Literal["text", "chat", "preference", "multiple-choice"]
+Format = Literal["text", "chat", "preference", "multiple-choice", "prompt"]
 
 PathOrGlobs = SpecPath | list[SpecPath]
 _PATH_HELP = ("A file path or glob (``**`` recurses), or a list of them; relative paths are "
@@ -189,7 +189,12 @@ class PythonFunctionsConfig(_ReadsFiles):
                          "docstring summary, the wrong choices being three other functions of "
                          "the same file (so of the same split: no choice is more familiar to a "
                          "model than the answer; files with fewer than four names give no "
-                         "question). Must equal the curate stage's format.")
+                         "question); 'prompt' (coding problems): each module-level function "
+                         "with doctest examples in its docstring becomes a prompt asking for "
+                         "it from its signature and docstring, with tests (the docstring's "
+                         "examples), entry_point and reference (the real source), kept only "
+                         "when the reference passes its own doctests defined alone. Must "
+                         "equal the curate stage's format.")
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE),
                                description="Glob patterns of files to skip, matched "
                                "against the path below the fixed folder of `path` ('*' stays "
@@ -212,6 +217,9 @@ class PythonFunctionsConfig(_ReadsFiles):
         "(read an undefined variable instead of a local one).")
     seed: int = Field(default=0, description="Seed of the deterministic choices (corruption "
                       "site, distractors, answer position).")
+    problem_timeout_s: float = Field(default=10.0, gt=0, le=600, description="'prompt' mode: "
+                                     "time limit of checking one reference against its "
+                                     "doctests.")
 
 
 # --- filters --------------------------------------------------------------------------------

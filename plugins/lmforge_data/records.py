@@ -6,6 +6,8 @@ Formats (see :mod:`lmforge.datasetio`)::
     chat             {"messages": [{"role", "content"}, ...]}     (at least one assistant turn)
     preference       {"prompt": [messages], "chosen": str, "rejected": str}
     multiple-choice  {"question": str, "choices": [str, ...], "answer": int}
+    prompt           {"prompt": [messages], "reference": str | None, "tests": str | None,
+                      "entry_point": str | None}
 
 Sources yield loose dicts; :func:`to_record` checks one and returns the canonical record (only
 the format's columns), or raises :class:`StageInputError` naming ``where`` (file and record).
@@ -40,6 +42,7 @@ COLUMNS: dict[str, list[str]] = {
     "chat": ["messages"],
     "preference": ["prompt", "chosen", "rejected"],
     "multiple-choice": ["question", "choices", "answer"],
+    "prompt": ["prompt", "reference", "tests", "entry_point"],
 }
 
 _WS = re.compile(r"\s+")
@@ -110,6 +113,21 @@ def to_record(raw: Mapping[str, Any], fmt: str, where: str) -> dict[str, Any]:
             raise StageInputError(f"{where}: 'answer' must be the index of the right choice "
                                   f"(0..{len(choices) - 1}) or its letter, got {answer!r}")
         return {"question": question, "choices": list(choices), "answer": int(answer)}
+    if fmt == "prompt":
+        if "prompt" not in raw:
+            raise StageInputError(f"{where}: prompt record has no 'prompt' field (keys: "
+                                  f"{sorted(map(str, raw))[:20]})")
+        prompt = raw["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        out = {"prompt": validate_messages(prompt, where + " (prompt)", need_assistant=False)}
+        for key in ("reference", "tests", "entry_point"):
+            value = raw.get(key)
+            if value is not None and not isinstance(value, str):
+                raise StageInputError(f"{where}: {key!r} must be a string or absent, got "
+                                      f"{type(value).__name__}")
+            out[key] = value
+        return out
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -121,6 +139,8 @@ def texts(record: Mapping[str, Any], fmt: str) -> list[str]:
         return [m["content"] for m in record["messages"]]
     if fmt == "preference":
         return [m["content"] for m in record["prompt"]] + [record["chosen"], record["rejected"]]
+    if fmt == "prompt":
+        return [m["content"] for m in record["prompt"]]
     return [record["question"]]
 
 
@@ -143,6 +163,9 @@ def _with_texts(record: dict[str, Any], fmt: str, new: list[str]) -> dict[str, A
         return {"prompt": [{"role": m["role"], "content": t}
                            for m, t in zip(record["prompt"], new[:n])],
                 "chosen": new[n], "rejected": new[n + 1]}
+    if fmt == "prompt":
+        return {**record, "prompt": [{"role": m["role"], "content": t}
+                                     for m, t in zip(record["prompt"], new)]}
     return {**record, "question": new[0]}
 
 
@@ -160,6 +183,9 @@ def key_parts(record: Mapping[str, Any], fmt: str) -> list[str]:
     if fmt == "preference":
         return ([p for m in record["prompt"] for p in (m["role"], m["content"])]
                 + [record["chosen"], record["rejected"]])
+    if fmt == "prompt":
+        return ([p for m in record["prompt"] for p in (m["role"], m["content"])]
+                + [record.get(k) or "" for k in ("reference", "tests", "entry_point")])
     return [record["question"], *record["choices"], str(record["answer"])]
 
 
@@ -205,5 +231,8 @@ def _arrow_schema(fmt: str) -> Any:
     if fmt == "preference":
         return pa.schema([("prompt", pa.list_(message)), ("chosen", pa.string()),
                           ("rejected", pa.string())])
+    if fmt == "prompt":
+        return pa.schema([("prompt", pa.list_(message)), ("reference", pa.string()),
+                          ("tests", pa.string()), ("entry_point", pa.string())])
     return pa.schema([("question", pa.string()), ("choices", pa.list_(pa.string())),
                       ("answer", pa.int64())])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge import Config, Slot
 
@@ -103,6 +103,57 @@ class GenerateConfig(EvaluatorConfig):
                        "(0: all).")
     seed: int = Field(default=0, description="Seed of sampling (with the same prompts and "
                       "batch_size, a run is reproducible).")
+
+
+class PassAtKConfig(EvaluatorConfig):
+    """HumanEval-style pass@k: n sampled completions per problem, run against its doctests in a
+    sandbox."""
+
+    type: Literal["pass-at-k"] = Field(default="pass-at-k", description="Selects this evaluator.")
+    split: str = Field(default="heldout", description="Split of the prompts input.")
+    n: int = Field(default=10, ge=1, le=1000, description="Samples per problem.")
+    ks: list[int] = Field(default_factory=lambda: [1, 5], min_length=1,
+                          description="The k of each reported pass@k (each at most n).")
+    temperature: float = Field(default=0.8, ge=0, description="Sampling temperature (0: "
+                               "greedy, then every sample is the same).")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(default=0, ge=0, description="Sample from the k most likely tokens "
+                       "(0: all).")
+    max_new_tokens: int = Field(default=256, ge=1, description="Tokens per completion.")
+    max_problems: int | None = Field(default=None, ge=1, description="At most this many "
+                                     "problems (also bounded by the suite's max_examples).")
+    timeout_s: float = Field(default=10.0, gt=0, le=600, description="Wall-clock limit of one "
+                             "completion's test run.")
+    seed: int = Field(default=0, description="Seed of sampling.")
+    sandbox: Annotated[Any, Slot("sandbox")] = Field(
+        default={"type": "subprocess"}, description="Where the generated code runs, e.g. "
+        "{type: subprocess, memory_mb: 512}.")
+
+    @model_validator(mode="after")
+    def _ks(self) -> PassAtKConfig:
+        bad = [k for k in self.ks if not 1 <= k <= self.n]
+        if bad:
+            raise ValueError(f"ks {bad} must lie between 1 and n ({self.n}): pass@k needs at "
+                             f"least k samples")
+        return self
+
+
+class ExactMatchEvalConfig(EvaluatorConfig):
+    """Accuracy of generated answers against the prompts' references (GSM8K style)."""
+
+    type: Literal["exact-match"] = Field(default="exact-match", description="Selects this "
+                                         "evaluator.")
+    split: str = Field(default="heldout", description="Split of the prompts input.")
+    temperature: float = Field(default=0.0, ge=0, description="0: greedy decoding.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Tokens per answer.")
+    max_problems: int | None = Field(default=None, ge=1, description="At most this many "
+                                     "problems (also bounded by the suite's max_examples).")
+    seed: int = Field(default=0, description="Seed of sampling (temperature > 0).")
+    show: int = Field(default=20, ge=0, description="Answers written into the report.")
+    reward: Annotated[Any, Slot("reward")] = Field(
+        default={"type": "exact-match"}, description="What scores an answer: the exact-match "
+        "reward (extraction regexes, normalisation) by default, e.g. {type: exact-match, "
+        "extract: ['answer is (\\S+)']}.")
 
 
 class SuiteConfig(Config):

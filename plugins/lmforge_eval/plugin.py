@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from lmforge import Component, InputSlot, backend_ranks, hookimpl, stage
 from lmforge_eval.config import (
     ChatLossConfig,
+    ExactMatchEvalConfig,
     GenerateConfig,
     MultipleChoiceConfig,
+    PassAtKConfig,
     PerplexityConfig,
     PreferenceConfig,
     SuiteConfig,
@@ -30,6 +32,9 @@ INPUTS = {
                              help="Preference pairs for the preference evaluator."),
     "choices": InputSlot(accepts=("dataset/multiple-choice",), required=False,
                          help="Questions for the multiple-choice evaluator."),
+    "prompts": InputSlot(accepts=("dataset/prompt",), required=False,
+                         help="Problems for the pass-at-k and exact-match evaluators (prompt, "
+                              "tests, entry_point, reference)."),
     "judge": InputSlot(accepts=("model",), required=False,
                        help="A judge model, for evaluators that classify with a judge "
                             "(e.g. safety with classifier: judge)."),
@@ -59,4 +64,9 @@ def lmforge_components() -> Sequence[Component]:
                    "Log-likelihood multiple-choice accuracy (JSONL file or dataset)"),
         _evaluator("generate", GenerateConfig, "generate:Generate",
                    "Greedy and sampled generations for prompts, written into the report"),
+        _evaluator("pass-at-k", PassAtKConfig, "pass_at_k:PassAtK",
+                   "HumanEval-style pass@k: sampled code run against doctests in a sandbox"),
+        _evaluator("exact-match", ExactMatchEvalConfig, "exact_match:ExactMatchEval",
+                   "Accuracy of generated answers against references (extraction, "
+                   "normalisation)"),
     ]

@@ -193,8 +193,31 @@ class PythonFunctionsSource:
                     continue
                 yield {"text": text, WHERE_KEY: str(path), GROUP_KEY: self.unit(path)}
             return
+        if c.mode == "prompt":
+            yield from self._problems(files)
+            return
         yield from (self._multiple_choice(files) if c.mode == "multiple-choice"
                     else self._per_function(files))
+
+    def _problems(self, files: list[Path]) -> Iterator[dict[str, Any]]:
+        """'prompt' mode: coding problems (see :mod:`lmforge_data.sources.problems`)."""
+        from lmforge_data.sources.problems import problems_in, verified
+
+        c = self.config
+        for path, text in self._sources(files):
+            try:
+                found = list(problems_in(text, str(path), max_function_chars=c.max_function_chars,
+                                         include_private=c.include_private))
+            except (SyntaxError, ValueError):
+                self.skipped["syntax_error"] += 1
+                continue
+            for problem, ok in verified(found, timeout_s=c.problem_timeout_s):
+                if not ok:
+                    self.skipped["reference_fails_its_doctests"] += 1
+                    continue
+                yield {"prompt": problem.prompt(), "reference": problem.reference,
+                       "tests": problem.tests, "entry_point": problem.name,
+                       WHERE_KEY: problem.where, GROUP_KEY: self.unit(path)}
 
     def _functions(self, files: list[Path]) -> Iterator[MinedFunction]:
         c = self.config
