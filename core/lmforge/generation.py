@@ -1,4 +1,4 @@
-"""Batched generation, shared by every evaluator, rollout and AI-feedback stage.
+"""Batched generation, shared by every evaluator, rollout, AI-feedback stage and the server.
 
 ``generate(module, prompts, params, pad_id=..., device=...)`` continues each prompt (a list of
 token ids) ``params.n`` times and returns one :class:`Completion` per (prompt, sample): the new
@@ -7,36 +7,51 @@ ended.
 
 How it runs:
 
-* prompts (each repeated ``n`` times) are grouped ``batch_size`` rows at a time and **left
+* the (prompt, sample) rows are ordered by prompt length (longest first, so rows of similar
+  length share a batch and little is padding), taken ``batch_size`` at a time and **left
   padded** with an attention mask, so every row's last prompt token sits in the last column;
-  rotary positions count real tokens only, so padding changes nothing;
+  rotary positions count real tokens only, so padding changes nothing. Completions come back
+  in (prompt, sample) order whatever the batching;
 * with a model that has ``init_cache(batch, max_len)`` (the *incremental* protocol, see
-  :class:`lmforge.interfaces.CausalLM`) the prompt is run once (prefill) and each step feeds one
-  token per row through ``module(ids, attention_mask=..., cache=..., logits_to_keep=1)``; a model
-  without it is run on the whole sequence at each step (correct, slower);
+  :class:`lmforge.interfaces.CausalLM` and ``docs/plugins/generation.md``) the prompt is run
+  once (prefill) into a cache allocated once for the whole batch, and each step feeds one
+  token per row through ``module(ids, attention_mask=..., cache=..., logits_to_keep=1)``. When
+  at least half of a batch has finished and the cache offers ``select(rows)``, the finished
+  rows are dropped from it (a rollout whose lengths vary pays for the rows still running). A
+  model without the protocol is run on the whole sequence at each step (correct, slower);
 * the module is the one a backend returned (device, precision, sharding): every rank of a
-  sharded model must call ``generate`` with the same prompts;
+  sharded model must call ``generate`` with the same prompts and parameters (each makes the
+  same forward calls);
 * sampling (on the device): ``temperature`` (0: greedy), ``top_k``, ``top_p``, with a generator
-  seeded from ``params.seed`` and the batch's first row, so a run is reproducible for the same
+  seeded from ``params.seed`` and the batch's position, so a run is reproducible for the same
   prompts, parameters and batch size;
 * a row stops at the first of ``stop_ids`` (not included in ``token_ids``; ``finish_reason``
-  ``"stop"``), after ``max_new_tokens`` (``"length"``), or when the context is full
-  (the row holds ``max_len`` real tokens, by default the model's ``max_seq_len``:
-  ``"length"``); prompts longer than ``max_len - 1`` keep their last tokens.
+  ``"stop"``), when ``stop_check`` says so (``"stop"``, e.g. a stop *string* found in the
+  decoded text), after ``max_new_tokens`` (``"length"``), or when the context is full (the row
+  holds ``max_len`` real tokens, by default the model's ``max_seq_len``: ``"length"``); prompts
+  longer than ``max_len - 1`` keep their last tokens;
+* per step the host is asked nothing on CPU; on an accelerator whether every row has finished
+  is read back every ``sync_every`` steps only (the extra steps of finished rows are dropped).
 
 Imports torch: import it from code that runs a stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["Completion", "SamplingParams", "generate", "sample_next"]
+__all__ = ["Completion", "SamplingParams", "StopCheck", "generate", "sample_next"]
+
+#: ``stop_check(row, token_ids) -> bool``: ``row`` is the completion's index in the returned
+#: list, ``token_ids`` its new tokens so far (possibly a few past the point where it should
+#: have stopped: the caller trims). True ends the row with ``finish_reason="stop"``.
+StopCheck = Callable[[int, list[int]], bool]
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,8 @@ class SamplingParams:
 class Completion:
     """One continuation: ``token_ids`` (without the stop token), ``logprobs`` (one per token:
     its log-probability under the temperature-scaled distribution, before top-k / top-p),
-    ``finish_reason`` (``"stop"`` or ``"length"``) and the ``stop_id`` that ended it."""
+    ``finish_reason`` (``"stop"`` or ``"length"``) and the ``stop_id`` that ended it (None
+    when it ran to its length, or a ``stop_check`` ended it)."""
 
     prompt_index: int
     sample_index: int
@@ -114,31 +130,52 @@ def _inner(module: Any) -> Any:
 @torch.no_grad()
 def generate(module: Any, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
              pad_id: int, device: Any, batch_size: int = 8, max_len: int | None = None,
-             autocast: Any = None) -> list[Completion]:
+             autocast: Any = None, stop_check: StopCheck | None = None,
+             check_every: int = 8, sync_every: int = 8) -> list[Completion]:
     """Continue every prompt ``params.n`` times (see the module docstring); returns the
-    completions ordered by (prompt, sample). ``autocast``: a context factory (e.g. a backend's
-    ``autocast``) entered around every forward."""
-    import contextlib
+    completions ordered by (prompt, sample).
 
+    ``autocast``: a context factory (e.g. a backend's ``autocast``) entered around every
+    forward. ``stop_check``: see :data:`StopCheck`; called for the rows still running every
+    ``check_every`` steps and at the end (it costs a copy of the new tokens to the host).
+    ``sync_every``: on an accelerator, steps between reads of "has every row finished?"."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if check_every < 1 or sync_every < 1:
+        raise ValueError("check_every and sync_every must be at least 1")
     model = _inner(module)
     limit = int(max_len or model.max_seq_len)
     if limit < 2:
         raise ValueError(f"max_len must be at least 2, got {limit}")
-    rows = [(i, j) for i, _ in enumerate(prompts) for j in range(params.n)]
-    out: list[Completion] = []
+    kept = [list(p)[-(limit - 1):] for p in prompts]
+    for i, p in enumerate(kept):
+        if not p:
+            raise ValueError(f"prompt {i} is empty: a prompt must hold at least one token")
+    rows = [(i, j) for i, _ in enumerate(kept) for j in range(params.n)]
+    # Longest first: similar lengths share a batch; `sorted` is stable, so samples of one
+    # prompt stay together and in order.
+    order = sorted(range(len(rows)), key=lambda r: -len(kept[rows[r][0]]))
+    out: list[Completion | None] = [None] * len(rows)
     ctx = autocast or contextlib.nullcontext
+    dev = torch.device(device)
     was_training = module.training
     module.eval()
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            out += _generate_batch(module, model, [list(prompts[i])[-(limit - 1):]
-                                                   for i, _ in batch],
-                                   batch, params, pad_id, torch.device(device), limit, ctx,
-                                   seed=params.seed * 1_000_003 + start)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            check = None
+            if stop_check is not None:
+                def check(r: int, ids: list[int], _chunk: list[int] = chunk) -> bool:
+                    return stop_check(_chunk[r], ids)
+            done = _generate_batch(module, model, [kept[rows[r][0]] for r in chunk],
+                                   [rows[r] for r in chunk], params, pad_id, dev, limit, ctx,
+                                   seed=params.seed * 1_000_003 + start, stop_check=check,
+                                   check_every=check_every, sync_every=sync_every)
+            for r, c in zip(chunk, done, strict=True):
+                out[r] = c
     finally:
         module.train(was_training)
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _recompute(module: Any, ids: torch.Tensor, mask: torch.Tensor, alive: torch.Tensor,
@@ -160,13 +197,26 @@ def _recompute(module: Any, ids: torch.Tensor, mask: torch.Tensor, alive: torch.
     return logits, ids, mask, alive
 
 
+class _Rows:
+    """The rows of a batch that the cache still holds: ``index`` ``[b']`` (positions in the
+    batch), and the per-row state the loop carries, kept aligned with the cache."""
+
+    def __init__(self, b: int, device: torch.device) -> None:
+        self.index = torch.arange(b, device=device)
+        self.all = True  # index is arange(b): no gather needed
+
+    def take(self, keep: torch.Tensor) -> None:
+        self.index = self.index[keep]
+        self.all = False
+
+
 def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
                     rows: list[tuple[int, int]], params: SamplingParams, pad_id: int,
-                    device: torch.device, limit: int, ctx: Any, seed: int) -> list[Completion]:
+                    device: torch.device, limit: int, ctx: Any, seed: int,
+                    stop_check: StopCheck | None, check_every: int, sync_every: int
+                    ) -> list[Completion]:
     b = len(prompts)
     width = max(len(p) for p in prompts)
-    if width == 0:
-        raise ValueError("a prompt must hold at least one token")
     ids = torch.full((b, width), pad_id, dtype=torch.long)
     mask = torch.zeros((b, width), dtype=torch.long)
     for r, p in enumerate(prompts):
@@ -174,13 +224,13 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
         mask[r, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     # Each row may grow to `limit` real tokens; padding columns cost no context.
-    budget = torch.tensor([min(params.max_new_tokens, limit - len(p)) for p in prompts],
-                          device=device)
-    steps = int(budget.max())
-    completions = [Completion(i, j) for i, j in rows]
+    budgets = [min(params.max_new_tokens, limit - len(p)) for p in prompts]
+    steps = max(budgets)
+    budget = torch.tensor(budgets, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    stop = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
+    stop = torch.tensor(sorted(set(params.stop_ids)), device=device, dtype=torch.long)
+    done = torch.zeros(b, dtype=torch.bool, device=device)  # per row of the batch
+    sync_every = 1 if device.type == "cpu" else sync_every  # a read-back is free on CPU
     cache = None
     if callable(getattr(model, "init_cache", None)):
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(
@@ -191,35 +241,81 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
     else:
         with ctx():
             logits = module(ids, attention_mask=mask, logits_to_keep=1).logits
+    can_select = cache is not None and callable(getattr(cache, "select", None))
+    live = _Rows(b, device)  # rows the cache holds (cache path)
     alive = torch.arange(b, device=device)  # rows still generating (recomputation path)
-    new_tokens, new_logps = [], []
-    for _ in range(steps):
+    # Written per step at column `n`; rows that finished keep `pad_id` and are cut on the host.
+    tokens_out = torch.full((b, steps), pad_id, dtype=torch.long, device=device)
+    logps_out = torch.zeros((b, steps), dtype=torch.float32, device=device)
+    checked_at: list[int | None] = [None] * b  # steps a row had when stop_check ended it
+    n = 0
+    while n < steps:
         tokens, logps = sample_next(logits[:, -1], params, generator)
-        tokens = torch.where(done, torch.full_like(tokens, pad_id), tokens)
-        new_tokens.append(tokens)
-        new_logps.append(logps)
-        done = done | torch.isin(tokens, stop) | (budget <= len(new_tokens))
-        if bool(done.all()):
+        if live.all:
+            tokens = tokens.masked_fill(done, pad_id)
+            tokens_out[:, n] = tokens
+            logps_out[:, n] = logps
+        else:
+            tokens = tokens.masked_fill(done[live.index], pad_id)
+            tokens_out[live.index, n] = tokens
+            logps_out[live.index, n] = logps.float()
+        n += 1
+        new_done = budget <= n
+        if stop.numel():
+            hit = torch.zeros_like(done)
+            hit[live.index] = torch.isin(tokens, stop)
+            new_done |= hit
+        done |= new_done
+        if stop_check is not None and n % check_every == 0:
+            _run_stop_check(stop_check, tokens_out[:, :n], done, checked_at)
+        if n >= steps or (n % sync_every == 0 and bool(done.all())):
             break
-        step_mask = (~done).long()[:, None]
-        with ctx():
-            if cache is not None:
-                logits = module(tokens[:, None], attention_mask=step_mask, cache=cache,
-                                logits_to_keep=1).logits
-            else:
+        if cache is not None:
+            finished = done[live.index]
+            if can_select and n % sync_every == 0:
+                n_done = int(finished.sum())
+                if 2 * n_done >= len(live.index) and n_done:
+                    keep = (~finished).nonzero().squeeze(-1)
+                    cache.select(keep)
+                    live.take(keep)
+                    tokens, finished = tokens[keep], finished[keep]
+            with ctx():
+                logits = module(tokens[:, None], attention_mask=(~finished)[:, None],
+                                cache=cache, logits_to_keep=1).logits
+        else:
+            with ctx():
                 logits, ids, mask, alive = _recompute(module, ids, mask, alive, tokens, done,
                                                       logits)
-    if new_tokens:
-        toks = torch.stack(new_tokens, 1).cpu().tolist()
-        lps = torch.stack(new_logps, 1).float().cpu().tolist()
-    else:
-        toks, lps = [[] for _ in range(b)], [[] for _ in range(b)]
+    toks = tokens_out[:, :n].cpu().tolist()
+    lps = logps_out[:, :n].cpu().tolist()
     stops = set(params.stop_ids)
-    for c, row_t, row_lp, n in zip(completions, toks, lps, budget.tolist(), strict=True):
-        for t, lp in zip(row_t[:n], row_lp[:n], strict=True):
+    completions = [Completion(i, j) for i, j in rows]
+    for r, (c, row_t, row_lp, budget_r, at) in enumerate(zip(completions, toks, lps, budgets,
+                                                             checked_at, strict=True)):
+        end = budget_r if at is None else min(at, budget_r)
+        for t, lp in zip(row_t[:end], row_lp[:end], strict=True):
             if t in stops:
                 c.finish_reason, c.stop_id = "stop", t
                 break
             c.token_ids.append(t)
             c.logprobs.append(lp)
+        else:
+            # a row that ran to its length gets a last check (its final tokens were not seen)
+            if at is not None or (stop_check is not None and stop_check(r, c.token_ids)):
+                c.finish_reason = "stop"
     return completions
+
+
+def _run_stop_check(stop_check: StopCheck, tokens: torch.Tensor, done: torch.Tensor,
+                    checked_at: list[int | None]) -> None:
+    """Ask ``stop_check`` about every row still running (``tokens`` ``[b, n]``: the new
+    tokens so far); mark the ones it ends, and at how many tokens."""
+    running = (~done).nonzero().squeeze(-1).tolist()
+    if not running:
+        return
+    host = tokens[running].cpu().tolist()
+    ended = [r for r, ids in zip(running, host, strict=True) if stop_check(r, ids)]
+    if ended:
+        done[torch.tensor(ended, device=done.device)] = True
+        for r in ended:
+            checked_at[r] = tokens.shape[1]

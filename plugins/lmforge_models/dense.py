@@ -53,6 +53,10 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Ten
     return x * cos + swapped * ssin
 
 
+#: ``scaled_dot_product_attention(enable_gqa=...)`` exists (torch >= 2.5).
+_SDPA_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 class RMSNorm(nn.Module):
     """``x / sqrt(mean(x^2) + eps) * weight``, computed in float32."""
 
@@ -94,6 +98,9 @@ class Attention(nn.Module):
             k_buf[:, :, start:start + t] = k
             v_buf[:, :, start:start + t] = v
             k, v = k_buf[:, :, :start + t], v_buf[:, :, :start + t]
+            if _SDPA_GQA:  # decoding: no copy of the whole cache per head group
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv != h)
+                return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
         if kv != h:
             k = k.repeat_interleave(h // kv, dim=1)
             v = v.repeat_interleave(h // kv, dim=1)
@@ -136,7 +143,10 @@ class KVCache:
 
     ``k[i]``/``v[i]``: ``[B, kv_heads, max_len, head_dim]``; ``valid`` ``[B, max_len]`` marks
     cached positions that are real tokens (not padding); ``seen`` ``[B]`` counts each row's real
-    tokens (the next rotary position); ``length`` is how many positions are filled.
+    tokens (the next rotary position); ``length`` is how many positions are filled. Everything
+    is allocated once: a decoding step writes one column in place. ``seen_bound`` (a host int,
+    ``>= seen.max()``) lets a step skip reading ``seen`` back from the device until a row could
+    have outgrown the model's context.
     """
 
     def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
@@ -148,6 +158,15 @@ class KVCache:
         self.seen = torch.zeros(batch, dtype=torch.long, device=device)
         self.length = 0
         self.max_len = max_len
+        self.seen_bound = 0
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (LongTensor ``[B']`` of indices), in that order
+        (generation drops finished rows with it)."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.valid = self.valid.index_select(0, rows)
+        self.seen = self.seen.index_select(0, rows)
 
 
 class DenseLM(nn.Module):
@@ -288,25 +307,38 @@ class DenseLM(nn.Module):
         if end > cache.max_len:
             raise ValueError(f"the cache holds {cache.max_len} tokens; {end} do not fit")
         dev = input_ids.device
-        new = (torch.ones(b, t, dtype=torch.bool, device=dev) if attention_mask is None
-               else attention_mask.to(device=dev, dtype=torch.bool))
-        cache.valid[:, start:end] = new
-        positions = (cache.seen[:, None] + new.long().cumsum(-1) - 1).clamp_min(0)
-        cache.seen += new.long().sum(-1)
-        if int(cache.seen.max()) > self.max_seq_len:
+        if attention_mask is None:
+            cache.valid[:, start:end] = True
+            positions = cache.seen[:, None] + torch.arange(t, device=dev)
+            cache.seen += t
+        else:
+            new = attention_mask.to(device=dev, dtype=torch.bool)
+            cache.valid[:, start:end] = new
+            positions = (cache.seen[:, None] + new.cumsum(-1) - 1).clamp_min(0)
+            cache.seen += new.sum(-1)
+        cache.seen_bound += t
+        if cache.seen_bound > self.max_seq_len and int(cache.seen.max()) > self.max_seq_len:
             raise ValueError(f"a row of the cache holds {int(cache.seen.max())} tokens, more "
                              f"than the model's max_seq_len {self.max_seq_len}")
-        q_pos = torch.arange(start, end, device=dev)
-        k_pos = torch.arange(end, device=dev)
-        causal = k_pos[None, :] <= q_pos[:, None]  # [T, S]
-        mask = (causal[None] & cache.valid[:, None, :end]) | (k_pos[None, None, :] ==
-                                                               q_pos[None, :, None])
+        if t == 1:  # a decoding step: every real cached token, and itself
+            # additive, in the cache's dtype: built once for all layers (a bool mask would be
+            # converted by every attention call)
+            mask = torch.zeros(b, 1, 1, end, dtype=cache.k[0].dtype, device=dev)
+            mask.masked_fill_(~cache.valid[:, None, None, :end], float("-inf"))
+            mask[..., -1] = 0.0
+        else:
+            q_pos = torch.arange(start, end, device=dev)
+            k_pos = torch.arange(end, device=dev)
+            causal = k_pos[None, :] <= q_pos[:, None]  # [T, S]
+            # a padding query may attend to itself, so no row of the mask is empty (NaN)
+            mask = ((causal[None] & cache.valid[:, None, :end])
+                    | (k_pos[None, None, :] == q_pos[None, :, None]))[:, None]  # [B, 1, T, S]
         cos = self.rope_cos[positions].unsqueeze(1)
         ssin = self.rope_ssin[positions].unsqueeze(1)
         x = self.embed(input_ids)
         stats = []
         for i, block in enumerate(self.blocks):
-            x, aux = block(x, cos, ssin, mask[:, None], (cache.k[i], cache.v[i], start))
+            x, aux = block(x, cos, ssin, mask, (cache.k[i], cache.v[i], start))
             if aux is not None:
                 stats.append(aux)
         cache.length = end
