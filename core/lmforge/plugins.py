@@ -66,13 +66,16 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _distribution_of(group: str, ep_name: str, ep_value: str) -> tuple[str, str]:
+def _distributions(group: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """``(entry-point name, value) -> (distribution, version)`` for the group's entry points.
+    One scan of the installed metadata (each scan reads every distribution's files, so it is
+    done once per load, not once per plugin)."""
+    owners: dict[tuple[str, str], tuple[str, str]] = {}
     for ep in md.entry_points(group=group):
-        if ep.name == ep_name and ep.value == ep_value:
-            dist = getattr(ep, "dist", None)
-            if dist is not None:
-                return dist.metadata["Name"], dist.version
-    return "<unknown distribution>", "?"
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            owners.setdefault((ep.name, ep.value), (dist.metadata["Name"], dist.version))
+    return owners
 
 
 class PluginManager:
@@ -137,8 +140,15 @@ class PluginManager:
         when given). Two distributions using one entry-point name is a recorded conflict."""
         from stevedore import ExtensionManager, NamedExtensionManager
 
+        owners: dict[tuple[str, str], tuple[str, str]] = {}
+
+        def _distribution_of(ep_name: str, ep_value: str) -> tuple[str, str]:
+            if not owners:
+                owners.update(_distributions(ENTRY_POINT_GROUP))
+            return owners.get((ep_name, ep_value), ("<unknown distribution>", "?"))
+
         def on_failure(_manager: Any, ep: Any, exc: BaseException) -> None:
-            dist, version = _distribution_of(ENTRY_POINT_GROUP, ep.name, ep.value)
+            dist, version = _distribution_of(ep.name, ep.value)
             if distribution is not None and dist != distribution:
                 return
             self.failures.append(LoadFailure(entry_point=f"{ep.name} = {ep.value}", name=ep.name,
@@ -152,7 +162,7 @@ class PluginManager:
         else:
             mgr = ExtensionManager(**kwargs)
         for ext in sorted(mgr.extensions, key=lambda e: e.name):
-            dist, version = _distribution_of(ENTRY_POINT_GROUP, ext.name, ext.entry_point.value)
+            dist, version = _distribution_of(ext.name, ext.entry_point.value)
             if distribution is not None and dist != distribution:
                 continue
             if ext.name in self.plugins:

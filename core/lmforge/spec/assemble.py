@@ -14,6 +14,7 @@ import functools
 import operator
 import types
 import typing
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, create_model
@@ -72,7 +73,7 @@ class Assembler:
         self.plugins = plugins
         self._models: dict[tuple[str, str], type[Config]] = {}
         self._nested: dict[type, type] = {}
-        self._pipeline: type[Config] | None = None
+        self._pipelines: dict[frozenset[tuple[str, str]] | None, type[Config]] = {}
 
     # -- component models ------------------------------------------------------------------
     def component_model(self, component: Component) -> type[Config]:
@@ -153,11 +154,12 @@ class Assembler:
     # -- stages and pipeline -------------------------------------------------------------------
     def stage_model(self, component: Component) -> type[Config]:
         config_model = self.component_model(component)
-        try:
-            config_model()
-            config_field: Any = (config_model, Field(default_factory=config_model))
-        except Exception:  # noqa: BLE001 - required fields: config must be given
-            config_field = (config_model, ...)
+        # Without required fields the config may be left out (its defaults apply). Decided from
+        # the fields, not by building an instance: that would build this model's validator
+        # (pydantic's defer_build) for every installed stage on every validation.
+        config_field: Any = (config_model, ...)
+        if not any(f.is_required() for f in config_model.model_fields.values()):
+            config_field = (config_model, Field(default_factory=config_model))
         return create_model(
             f"{_model_name(component)}Stage", __base__=StageBase,
             kind=(Literal[component.stage_kind], ...),  # type: ignore[valid-type]
@@ -166,10 +168,13 @@ class Assembler:
                                       f"[{component.distribution}]")),
             config=config_field)
 
-    def stage_union(self) -> Any:
+    def stage_union(self, only: frozenset[tuple[str, str]] | None = None) -> Any:
+        """The union of the stage variants: every installed stage component, or those whose
+        ``(kind, name)`` is in ``only``."""
         by_kind = []
         for kind in STAGE_KINDS:
-            variants = [self.stage_model(c) for c in self.plugins.components(f"stage:{kind}")]
+            variants = [self.stage_model(c) for c in self.plugins.components(f"stage:{kind}")
+                        if only is None or (c.kind, c.name) in only]
             if not variants:
                 continue
             by_kind.append(variants[0] if len(variants) == 1 else
@@ -180,19 +185,25 @@ class Assembler:
             return by_kind[0]
         return Annotated[Union[tuple(by_kind)], Field(discriminator="kind")]  # noqa: UP007
 
-    def pipeline_model(self) -> type[Config]:
-        if self._pipeline is None:
+    def pipeline_model(self, stages: Iterable[Component] | None = None) -> type[Config]:
+        """The model of a whole pipeline. With ``stages``, its stage union holds only those
+        components' variants: validating a spec then builds the validators of the stages it
+        uses (and the slots they nest), not of every installed stage. The caller must have
+        checked that each stage of the spec names one of ``stages`` (validation does, reporting
+        unknown kinds and plugins itself)."""
+        only = None if stages is None else frozenset((c.kind, c.name) for c in stages)
+        if only not in self._pipelines:
             tracker = self.slot_union("tracker")
-            self._pipeline = create_model(
+            self._pipelines[only] = create_model(
                 "Pipeline", __base__=PipelineBase,
                 trackers=(list[tracker], Field(  # type: ignore[valid-type]
                     default_factory=list, description="Trackers for this run, e.g. "
                     "[{type: wandb, project: my-project}]. Metrics always go to each stage's "
                     "metrics.jsonl and the console.")),
-                stages=(list[self.stage_union()],  # type: ignore[misc]
+                stages=(list[self.stage_union(only)],  # type: ignore[misc]
                         Field(min_length=1, description="The stages, in any order; they run "
                               "in the order their inputs require.")))
-        return self._pipeline
+        return self._pipelines[only]
 
 
 def _dump(value: Any) -> Any:

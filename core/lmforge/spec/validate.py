@@ -144,7 +144,13 @@ def validate(src: Located, plugins: PluginManager, *, base_dir: Path | None = No
     if isinstance(raw_stages, list):
         _check_stage_headers(raw_stages, plugins, out, bad_stage_idx, components)
 
-    model = plugins.assembler().pipeline_model()
+    # Only the stage variants the spec names are built (fast start-up); all when a stage's
+    # kind or plugin is missing, so pydantic reports that as it always does.
+    resolved = isinstance(raw_stages, list) and all(
+        i in components or i in bad_stage_idx for i, st in enumerate(raw_stages)
+        if isinstance(st, dict))
+    model = plugins.assembler().pipeline_model(
+        list(components.values()) if resolved and components else None)
     validated = None
     try:
         validated = model.model_validate(data, context={
