@@ -14,6 +14,14 @@ and for the peer and their ratio, and checks that both decide the same before ti
   printed for both: equal recall is the condition of the comparison).
 * ``ray-overhead``: the same curate stage on the ``ray`` executor (local mode, same CPUs)
   against the ``local`` executor: the cost of Ray on one machine.
+* ``gopher``: lmforge's ``gopher`` filter (quality + repetition in one pass) against
+  datatrove 0.10's ``GopherRepetitionFilter`` then ``GopherQualityFilter`` (its order in
+  FineWeb), on documents made of this machine's text files (``/usr/share/doc``,
+  ``/usr/share/common-licenses``), both on ``--workers`` processes; prints docs/s, the ratio
+  and the fraction of documents on which keep/drop agree.
+* ``tokenize``: encoding a corpus for pre-training with a byte-level BPE trained by lmforge's
+  ``bpe`` stage code: Hugging Face ``tokenizers`` ``encode_batch`` against
+  :mod:`lmforge.fastbpe` (what the pretrain stage uses), identical ids asserted, MB/s.
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: datatrove) and ``ray``.
 """
@@ -184,9 +192,128 @@ def bench_ray_overhead(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# --- gopher and tokenize ---------------------------------------------------------------------
+def machine_documents(limit: int, max_chars: int = 6000) -> list[str]:
+    """Documents from this machine's text files (plain or gzip), each cut into pieces of
+    about ``max_chars`` characters at paragraph boundaries; at most ``limit``."""
+    import glob
+    import gzip
+
+    docs: list[str] = []
+    paths = sorted(glob.glob("/usr/share/doc/**/*", recursive=True)) + sorted(
+        glob.glob("/usr/share/common-licenses/*"))
+    for path in paths:
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError, EOFError):
+            continue
+        piece: list[str] = []
+        size = 0
+        for para in text.split("\n\n"):
+            piece.append(para)
+            size += len(para)
+            if size >= max_chars:
+                docs.append("\n\n".join(piece))
+                piece, size = [], 0
+        if size > 200:
+            docs.append("\n\n".join(piece))
+        if len(docs) >= limit:
+            break
+    return docs[:limit]
+
+
+_PEER: Any = None
+
+
+def _datatrove_keep(text: str) -> bool:
+    global _PEER
+    if _PEER is None:
+        from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+
+        _PEER = (GopherRepetitionFilter(), GopherQualityFilter())
+    from datatrove.data import Document
+
+    doc = Document(text=text, id="0")
+    for f in _PEER:
+        verdict = f.filter(doc)
+        if not (verdict if isinstance(verdict, bool) else verdict[0]):
+            return False
+    return True
+
+
+def _lmforge_keep(text: str) -> bool:
+    from lmforge_data.filters.gopher import GopherFilter
+
+    global _PEER
+    if _PEER is None:
+        _PEER = GopherFilter()
+    return _PEER(text).keep
+
+
+def _timed_map(fn: Callable[[str], bool], docs: list[str], workers: int) -> tuple[float, list]:
+    import multiprocessing as mp
+
+    t = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        out = pool.map(fn, docs, chunksize=64)
+    return time.perf_counter() - t, out
+
+
+def bench_gopher(args: argparse.Namespace) -> None:
+    docs = machine_documents(args.gopher_docs)
+    mb = sum(len(d.encode()) for d in docs) / 1e6
+    print(f"corpus: {len(docs)} documents, {mb:.1f} MB from /usr/share/doc and licenses")
+    t_ours, ours = _timed_map(_lmforge_keep, docs, args.workers)
+    t_peer, peer = _timed_map(_datatrove_keep, docs, args.workers)
+    same = sum(a == b for a, b in zip(ours, peer)) / len(docs)
+    print(f"lmforge gopher:   {len(docs) / t_ours:9.1f} docs/s  (kept {sum(ours)})")
+    print(f"datatrove 0.10:   {len(docs) / t_peer:9.1f} docs/s  (kept {sum(peer)})")
+    print(f"ratio: {t_peer / t_ours:.2f}x  (goal >= 2x); same decision on {same:.2%} of "
+          f"documents (goal >= 99%)")
+
+
+def bench_tokenize(args: argparse.Namespace) -> None:
+    import tokenizers
+
+    from lmforge.fastbpe import fast_encoder
+    from lmforge_tokenizers.bpe import train_bpe
+    from lmforge_tokenizers.config import BPEConfig
+
+    docs = machine_documents(args.tokenize_docs)
+    half = len(docs) // 2
+    cfg = BPEConfig(vocab_size=args.vocab)
+    tok = train_bpe(iter([docs[i:i + 256] for i in range(0, half, 256)]), cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        tok.save(str(path))
+        hf = tokenizers.Tokenizer.from_file(str(path))
+        fast = fast_encoder(path, threads=args.workers)
+        if fast is None:
+            raise SystemExit("lmforge.fastbpe does not take this tokenizer")
+        test = docs[half:]
+        mb = sum(len(d.encode()) for d in test) / 1e6
+        t = time.perf_counter()
+        theirs = [e.ids for e in hf.encode_batch(test, add_special_tokens=False)]
+        t_hf = time.perf_counter() - t
+        t = time.perf_counter()
+        ours = fast.encode_batch(test)
+        t_fast = time.perf_counter() - t
+    bad = sum(a != b for a, b in zip(ours, theirs))
+    assert bad == 0, f"{bad} of {len(test)} documents encode differently"
+    print(f"corpus: {len(test)} documents, {mb:.1f} MB; vocab {hf.get_vocab_size()}; "
+          f"ids identical on every document ({sum(map(len, ours))} tokens)")
+    print(f"HF tokenizers encode_batch: {mb / t_hf:7.2f} MB/s")
+    print(f"lmforge.fastbpe:            {mb / t_fast:7.2f} MB/s")
+    print(f"ratio: {t_hf / t_fast:.2f}x  (goal >= 3x)")
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "minhash": bench_minhash,
     "ray-overhead": bench_ray_overhead,
+    "gopher": bench_gopher,
+    "tokenize": bench_tokenize,
 }
 
 
@@ -202,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=8, help="input files = tasks (default 8)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes for both sides (default 2)")
+    parser.add_argument("--gopher-docs", type=int, default=4000,
+                        help="gopher: documents (default 4000)")
+    parser.add_argument("--tokenize-docs", type=int, default=6000,
+                        help="tokenize: documents, half to train the BPE (default 6000)")
+    parser.add_argument("--vocab", type=int, default=8192,
+                        help="tokenize: BPE vocabulary size (default 8192)")
     args = parser.parse_args(argv)
     for name in args.only or list(BENCHMARKS):
         print(f"=== {name} ===")
