@@ -21,8 +21,6 @@ _RL_INPUTS = {
 }
 
 
-
-
 @hookimpl
 def lmforge_components() -> Sequence[Component]:
     return [

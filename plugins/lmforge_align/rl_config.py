@@ -69,6 +69,14 @@ class RLLoopConfig(Config):
         return self
 
 
+class NamedReward(Config):
+    """A reward the held-out evaluation also reports, as ``heldout/<name>``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64,
+                      description="Metric name (heldout/<name>).")
+    reward: Annotated[Any, Slot("reward")] = Field(description="The reward component.")
+
+
 class _RLConfig(Config):
     """Keys every RL stage shares."""
 
@@ -92,6 +100,20 @@ class _RLConfig(Config):
     eval_prompts: int = Field(default=32, ge=0, description="Held-out prompts (the dataset's "
                               "'heldout' split) scored before training and at the end: "
                               "reward, KL to the reference, length. 0: none.")
+    eval_rewards: list[NamedReward] = Field(
+        default_factory=list, max_length=16, description="More rewards to score the held-out "
+        "completions with (not trained on), e.g. a verifiable check next to a reward model: "
+        "[{name: python-checks, reward: {type: python-checks}}] logs heldout/python-checks.")
+
+    @model_validator(mode="after")
+    def _eval_names(self) -> _RLConfig:
+        names = [r.name for r in self.eval_rewards]
+        taken = {"reward", "kl", "length", "stopped"}
+        bad = sorted({n for n in names if names.count(n) > 1 or n in taken})
+        if bad:
+            raise ValueError(f"eval_rewards names must be unique and not one of "
+                             f"{sorted(taken)}: {bad}")
+        return self
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> None:
         arch, what = init_architecture(inputs)

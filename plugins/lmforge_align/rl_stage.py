@@ -21,8 +21,9 @@ one exactly on CPU.
 Before training and at the end, ``eval_prompts`` prompts of the dataset's ``heldout`` split are
 sampled once each (seeded, the rollout's sampling settings) and scored: ``heldout/reward``,
 ``heldout/kl`` (summed k1 to the reference per completion), ``heldout/length``,
-``heldout/stopped``. Logged at step 0 (the init model) and at the last iteration. Every rank
-evaluates all of them (equal work; only the main rank logs).
+``heldout/stopped``, and ``heldout/<name>`` for each of ``eval_rewards`` (rewards only
+reported, never trained on). Logged at step 0 (the init model) and at the last iteration. Every
+rank evaluates all of them (equal work; only the main rank logs).
 """
 
 from __future__ import annotations
@@ -85,17 +86,19 @@ class RLStage(Stage):
                 f"stage {ctx.stage_id!r}: rollout.max_prompt_tokens + rollout.max_new_tokens + 1 "
                 f"= {need} is longer than the init model's max_seq_len ({max_len}, {path}); lower "
                 f"them")
-        reward = ctx.build("reward", cfg.reward)
-        try:
-            for name, kind in reward.requires().items():
-                if name not in ctx.inputs:
-                    raise StageInputError(
-                        f"stage {ctx.stage_id!r}: reward {cfg.reward.type!r} needs input "
-                        f"{name!r} (a {kind} artifact); wire it under inputs: {{{name}: "
-                        f"<stage id>}}")
-            reward.check(ctx.inputs)
-        finally:
-            reward.close()
+        for where, rcfg in [("reward", cfg.reward)] + [
+                (f"eval_rewards[{i}]", r.reward) for i, r in enumerate(cfg.eval_rewards)]:
+            reward = ctx.build("reward", rcfg)
+            try:
+                for name, kind in reward.requires().items():
+                    if name not in ctx.inputs:
+                        raise StageInputError(
+                            f"stage {ctx.stage_id!r}: {where} {rcfg.type!r} needs input "
+                            f"{name!r} (a {kind} artifact); wire it under inputs: {{{name}: "
+                            f"<stage id>}}")
+                reward.check(ctx.inputs)
+            finally:
+                reward.close()
 
     # -- hooks for subclasses --------------------------------------------------------------------
     def setup_models(self) -> None:
@@ -139,6 +142,11 @@ class RLStage(Stage):
         self.reference = self._frozen(self.recipe) if need_ref else None
         self.reward = ctx.build("reward", cfg.reward)
         self.reward.setup(ctx, be.device)
+        self.eval_rewards: dict[str, Any] = {}
+        if cfg.eval_prompts:
+            for r in cfg.eval_rewards:
+                self.eval_rewards[r.name] = ctx.build("reward", r.reward)
+                self.eval_rewards[r.name].setup(ctx, be.device)
         dataset = ctx.input("dataset").path
         prompts = load_prompts(dataset, "train", self.tok, cfg.rollout.max_prompt_tokens)
         splits = read_meta(dataset).get("splits", {})
@@ -165,6 +173,8 @@ class RLStage(Stage):
             final = self.evaluate(loop.iterations) if self.eval_set is not None else {}
         finally:
             self.reward.close()
+            for extra in self.eval_rewards.values():
+                extra.close()
         metrics = {k: v for k, v in ctx.last_metrics.items()
                    if k.startswith(("rollout/", "train/"))}
         metrics.update(final)
@@ -296,6 +306,8 @@ class RLStage(Stage):
         b = Batch(inp, labels, mask, scores.float(), torch.arange(len(ids)), gen, lengths,
                   stopped)
         out = {"heldout/reward": float(scores.mean()),
+               **{f"heldout/{name}": float(sum(r.score(samples).scores) / len(samples))
+                  for name, r in self.eval_rewards.items()},
                "heldout/length": float(mask.sum() / len(ids)),
                "heldout/stopped": float(stopped.float().mean())}
         if self.reference is not None:

@@ -52,11 +52,11 @@ def make_assets(root: Path) -> dict[str, Path]:
 
 
 def make_pm() -> Any:
+    import rl_fakes
+
     import lmforge_align.plugin as align
     import lmforge_models.plugin as models
     import lmforge_torch.plugin as torch_plugin
-    import rl_fakes
-
     from lmforge.testing import plugin_manager
 
     return plugin_manager(align, models, torch_plugin, rl_fakes)

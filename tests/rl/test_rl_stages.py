@@ -81,7 +81,9 @@ def test_sigkill_inside_an_iteration_resumes_to_identical_artifacts(rl_assets, t
 def test_grpo_learns_the_reward_and_logs_what_it_claims(rl_assets, tmp_path):
     cfg = {"reward": {"type": "letter-share", "letter": "e"}, "rollout": H.rollout(),
            "loop": H.loop(iterations=8, checkpoint_every=8), "eval_prompts": 8,
-           "kl_coef": 0.02}
+           "kl_coef": 0.02,
+           "eval_rewards": [{"name": "len-20", "reward": {"type": "length-target"}},
+                            {"name": "e-share", "reward": {"type": "letter-share"}}]}
     run_spec(H.rl_spec(rl_assets, "grpo", cfg), H.make_pm(), tmp_path / "run")
     recs = H.metrics(tmp_path / "run" / "rl")
     it = [r for r in recs if "rollout/reward" in r]
@@ -91,6 +93,9 @@ def test_grpo_learns_the_reward_and_logs_what_it_claims(rl_assets, tmp_path):
     held = [r for r in recs if "heldout/reward" in r]
     assert [r["step"] for r in held] == [0, 8]
     assert held[0]["heldout/kl"] == 0.0 and held[-1]["heldout/kl"] > 0
+    # an eval reward equal to the trained one gives the same figure; another one is reported
+    assert all(r["heldout/e-share"] == pytest.approx(r["heldout/reward"], rel=1e-9) for r in held)
+    assert all(r["heldout/len-20"] <= 0.0 for r in held)
     for key in ("train/clipfrac", "train/approx_kl", "train/kl", "rollout/entropy",
                 "rollout/length", "train/grad_norm"):
         assert all(key in r for r in it), key
@@ -123,6 +128,9 @@ def test_rl_specs_validate_and_refuse_bad_keys(rl_assets):
             "lr": 1e-3, "warmup_steps": 10})}), pm)
     with pytest.raises(SpecError, match="reward"):
         validate_spec(H.rl_spec(rl_assets, "ppo", {"rollout": H.rollout()}), pm)
+    with pytest.raises(SpecError, match="must be unique"):
+        validate_spec(H.rl_spec(rl_assets, "rloo", {**ok, "eval_rewards": [
+            {"name": "kl", "reward": {"type": "letter-share"}}]}), pm)
 
 
 def test_a_reward_missing_its_input_is_named_before_training(rl_assets, tmp_path):
@@ -136,3 +144,39 @@ def test_prompts_longer_than_the_model_are_refused(rl_assets, tmp_path):
            "rollout": H.rollout(max_prompt_tokens=100, max_new_tokens=64)}
     with pytest.raises(StageFailed, match="max_seq_len"):
         run_spec(H.rl_spec(rl_assets, "grpo", cfg), H.make_pm(), tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_grpo_on_two_ddp_ranks_trains_what_one_process_trains(rl_assets, tmp_path):
+    """Every rank generates the whole batch and trains on its share of the prompts; the DDP
+    gradient mean over ranks equals one process's mean over all completion tokens."""
+    import safetensors.torch
+
+    def spec(backend: dict[str, Any]) -> dict[str, Any]:
+        cfg = {"reward": {"type": "letter-share"}, "rollout": H.rollout(),
+               "loop": H.loop(iterations=2, checkpoint_every=2, backend=backend),
+               "eval_prompts": 0, "kl_coef": 0.05}
+        return H.rl_spec(rl_assets, "grpo", cfg)
+
+    one = _cli(0, spec({"type": "local", "device": "cpu", "precision": "fp32"}),
+               tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(spec({"type": "ddp", "device": "cpu", "precision": "fp32"})))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get(
+        "PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "lmforge.cli", "-p", "rl_fakes", "run", str(path),
+                          "--run-dir", str(tmp_path / "two"), "-q", "--nproc", "2"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _records(tmp_path / "one" / "rl"), _records(tmp_path / "two" / "rl")
+    # the first rollout comes from identical weights: the same completions and rewards
+    assert a[0]["rollout/reward"] == pytest.approx(b[0]["rollout/reward"], rel=1e-12)
+    assert a[0]["train/loss"] == pytest.approx(b[0]["train/loss"], rel=1e-5, abs=1e-7)
+    wa = safetensors.torch.load_file(str(tmp_path / "one" / "rl" / "outputs" / "model" /
+                                         "model.safetensors"))
+    wb = safetensors.torch.load_file(str(tmp_path / "two" / "rl" / "outputs" / "model" /
+                                         "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() < 1e-4, k
