@@ -204,10 +204,102 @@ def build_parser(plugin_commands: Mapping[str, list[Any]] | None = None,
     newp.add_argument("--dir", type=Path, default=None,
                       help="where to create it (default: ./lmforge-NAME)")
     newp.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    _serve_parser(sub, common)
     parser.builtin_commands = tuple(sub.choices)  # type: ignore[attr-defined]
     if plugin_commands:
         _add_plugin_commands(sub, common, plugin_commands, chosen)
     return parser
+
+
+SERVE_EPILOG = """\
+MODEL is a model artifact folder (it holds model.json) or a run's stage folder
+(runs/<name>/<stage>: its outputs/model is served and the tokenizer it was trained with is read
+from its manifest, so --tokenizer may be left out).
+
+Examples:
+  lmforge serve runs/quickstart/sft --port 8000
+  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
+  curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"prompt": "def add(a, b):", "max_tokens": 32, "temperature": 0}'
+
+Concurrent requests are gathered for --batch-window-ms into one batched generation.
+See docs/plugins/generation.md.
+"""
+
+
+def _serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    serve = sub.add_parser(
+        "serve", parents=[common], epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description="Serve MODEL over HTTP: /v1/chat/completions (with the tokenizer's chat "
+        "template), /v1/completions and /v1/models, with request batching.")
+    serve.add_argument("model", type=Path, metavar="MODEL", help="model artifact or stage "
+                       "folder (see below)")
+    serve.add_argument("--tokenizer", type=Path, metavar="DIR", help="the tokenizer artifact "
+                       "the model was trained with (default: from the stage's manifest)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                       "127.0.0.1; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any "
+                       "free port)")
+    serve.add_argument("--name", help="the model name clients see and send (default: the "
+                       "stage id or folder name)")
+    serve.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda "
+                       "or cuda:N")
+    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                       default="float32", help="parameter dtype (default float32)")
+    serve.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                       help="rows per forward pass (default 16)")
+    serve.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
+                       help="how long to gather concurrent requests into one batch "
+                       "(default 5)")
+    serve.add_argument("--max-tokens", type=_positive_int, default=256, metavar="N",
+                       help="completion length when a chat request gives no max_tokens "
+                       "(default 256)")
+    serve.add_argument("--generator", default=None, metavar="NAME",
+                       help="an installed generator component instead of the builtin "
+                       "service, e.g. vllm (`lmforge plugins list` shows them)")
+    serve.add_argument("--generator-config", default=None, metavar="JSON",
+                       help="its config as JSON, e.g. '{\"gpu_memory_utilization\": 0.5}'")
+
+
+def cmd_serve(args: argparse.Namespace, pm: Any, console: Any) -> int:
+    import logging
+
+    from lmforge.serving import resolve_model, start_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    model_dir, tok_dir = resolve_model(args.model, args.tokenizer)
+    generator = None
+    if args.generator:
+        from lmforge.chat import load_tokenizer
+        from lmforge.generators import build_generator
+
+        try:
+            extra = json.loads(args.generator_config or "{}")
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--generator-config is not valid JSON: {exc}") from None
+        model = pm.component_config_model("generator", args.generator)
+        try:
+            config = model.model_validate({"type": args.generator, **extra})
+        except Exception as exc:  # pydantic's ValidationError names the keys
+            raise UsageError(f"--generator-config for {args.generator!r}: {exc}") from None
+        generator = build_generator(pm, config, model_dir, load_tokenizer(tok_dir))
+    handle = start_server(model_dir, tok_dir, host=args.host, port=args.port,
+                          generator=generator, plugins=pm, device=args.device, dtype=args.dtype,
+                          batch_size=args.batch_size, batch_window_ms=args.batch_window_ms,
+                          model_name=args.name, default_max_tokens=args.max_tokens,
+                          background=False)
+    console.print(f"serving {handle.model_name} ({handle.generator.describe()}) at "
+                  f"{handle.url}/v1 — Ctrl-C stops", markup=False)
+    try:
+        handle.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        handle.close()
+    return EXIT_OK
 
 
 def _add_plugin_commands(sub: Any, common: argparse.ArgumentParser,
@@ -748,7 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "plugin_run", None) is not None:  # a plugin's command
             return int(args.plugin_run(args, pm))
         handler = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan,
-                   "schema": cmd_schema, "plugins": cmd_plugins}[args.command]
+                   "schema": cmd_schema, "plugins": cmd_plugins,
+                   "serve": cmd_serve}[args.command]
         return handler(args, pm, console)
     except SpecError as exc:
         _print_spec_error(exc, console)

@@ -66,6 +66,9 @@ class SamplingParams:
     n: int = 1
     stop_ids: tuple[int, ...] = ()
     seed: int = 0
+    #: also return, per new token, the ``top_logprobs`` most probable tokens and their
+    #: log-probabilities (under the same distribution as ``logprobs``)
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.n < 1:
@@ -76,6 +79,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
 
 
 @dataclass
@@ -83,7 +88,9 @@ class Completion:
     """One continuation: ``token_ids`` (without the stop token), ``logprobs`` (one per token:
     its log-probability under the temperature-scaled distribution, before top-k / top-p),
     ``finish_reason`` (``"stop"`` or ``"length"``) and the ``stop_id`` that ended it (None
-    when it ran to its length, or a ``stop_check`` ended it)."""
+    when it ran to its length, or a ``stop_check`` ended it). ``top_logprobs``: per token, the
+    ``params.top_logprobs`` most probable ``(token id, log-prob)`` pairs, best first (empty when
+    not asked for)."""
 
     prompt_index: int
     sample_index: int
@@ -91,17 +98,23 @@ class Completion:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "length"
     stop_id: int | None = None
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams,
                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens ``[B]`` from last-position logits ``[B, V]`` and their log-probabilities
     under ``softmax(logits / temperature)`` (greedy: the plain distribution)."""
+    tokens, logp = _sample(logits, params, generator)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens [B], log-probabilities [B, V])`` (see :func:`sample_next`)."""
     logits = logits.float()
     if params.temperature == 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tokens = logits.argmax(dim=-1)
-        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+        return logits.argmax(dim=-1), torch.log_softmax(logits, dim=-1)
     logp = torch.log_softmax(logits / params.temperature, dim=-1)
     filtered = logp
     if 0 < params.top_k < logp.shape[-1]:
@@ -115,7 +128,7 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
         filtered = filtered.masked_fill(drop, float("-inf"))
     probs = torch.softmax(filtered, dim=-1)
     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, logp
 
 
 def _inner(module: Any) -> Any:
@@ -247,18 +260,23 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
     # Written per step at column `n`; rows that finished keep `pad_id` and are cut on the host.
     tokens_out = torch.full((b, steps), pad_id, dtype=torch.long, device=device)
     logps_out = torch.zeros((b, steps), dtype=torch.float32, device=device)
+    k_top = min(params.top_logprobs, int(logits.shape[-1]))
+    if k_top:
+        top_lp = torch.zeros((b, steps, k_top), dtype=torch.float32, device=device)
+        top_id = torch.zeros((b, steps, k_top), dtype=torch.long, device=device)
     checked_at: list[int | None] = [None] * b  # steps a row had when stop_check ended it
     n = 0
     while n < steps:
-        tokens, logps = sample_next(logits[:, -1], params, generator)
-        if live.all:
-            tokens = tokens.masked_fill(done, pad_id)
-            tokens_out[:, n] = tokens
-            logps_out[:, n] = logps
-        else:
-            tokens = tokens.masked_fill(done[live.index], pad_id)
-            tokens_out[live.index, n] = tokens
-            logps_out[live.index, n] = logps.float()
+        tokens, full = _sample(logits[:, -1], params, generator)
+        logps = full.gather(-1, tokens[:, None]).squeeze(-1)
+        at = slice(None) if live.all else live.index
+        tokens = tokens.masked_fill(done[at], pad_id)
+        tokens_out[at, n] = tokens
+        logps_out[at, n] = logps
+        if k_top:
+            values, indices = full.topk(k_top, dim=-1)
+            top_lp[at, n] = values
+            top_id[at, n] = indices
         n += 1
         new_done = budget <= n
         if stop.numel():
@@ -288,6 +306,8 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
                                                       logits)
     toks = tokens_out[:, :n].cpu().tolist()
     lps = logps_out[:, :n].cpu().tolist()
+    tops = (list(zip(top_id[:, :n].cpu().tolist(), top_lp[:, :n].cpu().tolist(), strict=True))
+            if k_top else None)
     stops = set(params.stop_ids)
     completions = [Completion(i, j) for i, j in rows]
     for r, (c, row_t, row_lp, budget_r, at) in enumerate(zip(completions, toks, lps, budgets,
@@ -299,10 +319,14 @@ def _generate_batch(module: Any, model: Any, prompts: list[list[int]],
                 break
             c.token_ids.append(t)
             c.logprobs.append(lp)
-        else:
-            # a row that ran to its length gets a last check (its final tokens were not seen)
-            if at is not None or (stop_check is not None and stop_check(r, c.token_ids)):
-                c.finish_reason = "stop"
+        if tops is not None:
+            ids_r, lps_r = tops[r]
+            c.top_logprobs = [list(zip(i, v, strict=True))
+                              for i, v in zip(ids_r[:len(c.token_ids)], lps_r, strict=False)]
+        # a row that ran to its length gets a last check (its final tokens were not seen)
+        if c.finish_reason != "stop" and (at is not None or (
+                stop_check is not None and stop_check(r, c.token_ids))):
+            c.finish_reason = "stop"
     return completions
 
 
