@@ -48,7 +48,28 @@ def make_assets(root: Path) -> dict[str, Path]:
     save_model(root / "model", model.state_dict(), arch, vocab)
     (root / "model" / "artifact.json").write_text(json.dumps({
         "architecture": arch.model_dump(mode="json"), "vocab_size": vocab}))
-    return {"tokenizer": tok, "prompts": prompts, "chats": chats, "model": root / "model"}
+    scorer = arch.with_head("score")
+    torch.manual_seed(1)
+    rm = component.load_factory()(scorer, vocab_size=vocab)
+    save_model(root / "rm", rm.state_dict(), scorer, vocab)
+    (root / "rm" / "artifact.json").write_text(json.dumps({
+        "architecture": scorer.model_dump(mode="json"), "vocab_size": vocab}))
+    problems = write_dataset_artifact(root / "problems", "prompt", {
+        "train": problem_rows(8), "heldout": problem_rows(4, offset=50)})
+    return {"tokenizer": tok, "prompts": prompts, "chats": chats, "model": root / "model",
+            "rm": root / "rm", "problems": problems}
+
+
+def problem_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Coding problems as python-functions' prompt mode writes them (tests = doctests)."""
+    rows = []
+    for i in range(offset, offset + n):
+        name = f"add_{i}"
+        doc = f"Add {i} to x.\n\n    >>> {name}(1)\n    {i + 1}\n    "
+        rows.append({"prompt": [{"role": "user", "content": f"Write `{name}(x)`: {doc}"}],
+                     "tests": doc, "entry_point": name,
+                     "reference": f"def {name}(x):\n    return x + {i}\n"})
+    return rows
 
 
 def make_pm() -> Any:
@@ -64,7 +85,7 @@ def make_pm() -> Any:
 
 def rl_spec(assets: dict[str, Path], plugin: str, config: dict[str, Any],
             data: str = "prompts", extra_inputs: dict[str, str] | None = None) -> dict[str, Any]:
-    fmt = "prompt" if data == "prompts" else "chat"
+    fmt = "chat" if data == "chats" else "prompt"
     return {"name": "rl", "seed": 0, "stages": [
         {"id": "data", "kind": "data", "plugin": "rl-fixture",
          "config": {"path": str(assets[data]), "format": fmt}},

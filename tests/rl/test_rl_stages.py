@@ -180,3 +180,39 @@ def test_grpo_on_two_ddp_ranks_trains_what_one_process_trains(rl_assets, tmp_pat
     assert wa.keys() == wb.keys()
     for k in wa:
         assert (wa[k] - wb[k]).abs().max() < 1e-4, k
+
+
+@pytest.mark.slow
+def test_ppo_and_grpo_with_the_first_party_rewards(rl_assets, tmp_path):
+    """PPO against a score-head reward model (also the value model's start) with python-checks
+    reported on the held-out problems, and GRPO against python-checks (doctests in the
+    subprocess sandbox) with the reward model reported."""
+    import rl_fakes
+
+    import lmforge_align.plugin as align
+    import lmforge_models.plugin as models
+    import lmforge_rewards.plugin as rewards
+    import lmforge_torch.plugin as torch_plugin
+    from lmforge.testing import plugin_manager
+
+    pm = plugin_manager(align, models, torch_plugin, rl_fakes, rewards)
+    checks = {"name": "python-checks", "reward": {"type": "python-checks", "timeout_s": 20}}
+    for plugin, reward, extra in (
+            ("ppo", {"type": "reward-model"}, [checks]),
+            ("grpo", {"type": "python-checks", "timeout_s": 20},
+             [{"name": "rm", "reward": {"type": "reward-model"}}])):
+        spec = H.rl_spec(rl_assets, plugin, {
+            "reward": reward, "eval_rewards": extra, "eval_prompts": 4,
+            "rollout": H.rollout(prompts=2, samples_per_prompt=2, max_new_tokens=8),
+            "loop": H.loop(iterations=1, checkpoint_every=1)},
+            data="problems", extra_inputs={"reward_model": "rm", **(
+                {"value_init": "rm"} if plugin == "ppo" else {})})
+        spec["stages"].insert(3, {"id": "rm", "kind": "import", "plugin": "rl-fixture",
+                                  "config": {"path": str(rl_assets["rm"])}})
+        run_spec(spec, pm, tmp_path / plugin)
+        held = [r for r in H.metrics(tmp_path / plugin / "rl") if "heldout/reward" in r]
+        assert [r["step"] for r in held] == [0, 1]
+        other = "heldout/python-checks" if plugin == "ppo" else "heldout/rm"
+        assert all(other in r for r in held)
+        checks_key = "heldout/python-checks" if plugin == "ppo" else "heldout/reward"
+        assert all(0.0 <= r[checks_key] <= 1.0 for r in held)
