@@ -166,3 +166,10 @@ def test_arena_config_errors(env: dict[str, Any]) -> None:
     bad["stages"][-1]["inputs"]["candidates"] = ["model0", "tok"]
     with pytest.raises(SpecError, match=r"accepts model, but stage 'tok' produces"):
         validate_spec(bad, env["pm"])
+
+
+def test_arena_example_validates() -> None:
+    from lmforge.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "feedback" / "arena.yaml"
+    assert main(["validate", str(example)]) == 0
