@@ -17,7 +17,10 @@ A reward scores completions of prompts. RL stages (``align/ppo``, ``align/grpo``
 * ``close() -> None`` — release processes and memory.
 
 :class:`Reward` implements the optional parts. A reward that runs untrusted code must run it
-through a ``sandbox`` component (:mod:`lmforge.sandbox`), never in the stage's own process.
+through a ``sandbox`` component (:mod:`lmforge.sandbox`), never in the stage's own process
+(:mod:`lmforge.codecheck` writes and reads doctest checks). A reward whose config holds other
+rewards (``composite``) builds them in its factory with
+:func:`lmforge.stages.building_plugins`, so its ``requires()`` can answer before ``setup``.
 Nothing here imports torch.
 """
 

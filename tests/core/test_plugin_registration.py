@@ -94,8 +94,10 @@ def test_first_party_view_ignores_other_installed_plugins(tmp_path: Path) -> Non
     site = tmp_path / "site"
     site.mkdir()
     # one plugin with its own name, one whose entry point reuses a first-party name
-    fake_dist(site, "lmforge-extra", "1.0", {"extra": "extra_mod"},
-              {"extra_mod": COMPONENT.replace('"scaler"', '"filter"').format(name="extra")})
+    # names no first-party text contains ("extra" did: "extraction")
+    fake_dist(site, "lmforge-xtraplug", "1.0", {"xtraplug": "xtraplug_mod"},
+              {"xtraplug_mod": COMPONENT.replace('"scaler"', '"filter"').format(
+                  name="xtraplug")})
     fake_dist(site, "lmforge-squatter", "1.0", {"data": "squat_mod"},
               {"squat_mod": COMPONENT.replace('"scaler"', '"filter"').format(name="squat")})
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
@@ -106,12 +108,12 @@ def test_first_party_view_ignores_other_installed_plugins(tmp_path: Path) -> Non
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
     everything = json.loads(lmforge("plugins", "list", "--json").stdout)
-    assert "extra" in [p["name"] for p in everything["plugins"]]  # they are installed
+    assert "xtraplug" in [p["name"] for p in everything["plugins"]]  # they are installed
     assert everything["conflicts"]
     ours = lmforge("schema", "--first-party", "--format", "markdown")
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout == markdown_reference(PluginManager.load_first_party())
-    assert "extra" not in ours.stdout and "squat" not in ours.stdout
+    assert "xtraplug" not in ours.stdout and "squat" not in ours.stdout
 
 
 def test_two_distributions_with_one_entry_point_name_is_a_conflict_not_a_crash(

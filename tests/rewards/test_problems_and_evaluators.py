@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 from rewards_fixtures import PublishPlugin, save_lm

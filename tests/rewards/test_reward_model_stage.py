@@ -134,3 +134,47 @@ def test_artifact_scores_equal_transformers_and_the_reward(trained, assets):
         ours = pair_scores(model, ids, last)
     assert np.allclose(out.scores, ours.numpy(), atol=1e-6)
     assert all(c > r for c, r in zip(out.scores[0::2], out.scores[1::2]))
+
+
+@pytest.mark.slow
+def test_interrupted_reward_model_resumes_to_the_same_artifact(assets, tmp_path, monkeypatch):
+    import lmforge.training.loop as loop_mod
+    from lmforge.modelio import read_weights
+    from lmforge.runner import read_manifest
+
+    vocab = load_tokenizer(assets["tokenizer"]).vocab_size
+    init = save_lm(tmp_path / "sft", vocab, seed=1)
+    pm = plugin_manager(lmforge_align.plugin, lmforge_models.plugin, lmforge_torch.plugin,
+                        lmforge_export.plugin, PublishPlugin())
+    spec = _spec(assets, init, steps=8, center_coef=0.01, margin=0.5,
+                 margin_column="rating_gap", eval_batches=2)
+    spec["stages"] = spec["stages"][:-1]  # no export
+    spec["stages"][-1]["config"]["loop"]["checkpoint_every"] = 4
+    run_spec(spec, pm, tmp_path / "straight")
+
+    orig = loop_mod.Trainer.train_step
+
+    def crashing(self):
+        out = orig(self)
+        if self.step == 6:  # after the step-4 checkpoint
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(loop_mod.Trainer, "train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(spec, pm, tmp_path / "resumed")
+    assert read_manifest(tmp_path / "resumed" / "rm")["status"] == "interrupted"
+    monkeypatch.setattr(loop_mod.Trainer, "train_step", orig)
+    run_spec(spec, pm, tmp_path / "resumed")
+    assert read_manifest(tmp_path / "resumed" / "rm")["resumed"] is True
+
+    a = read_weights(tmp_path / "straight" / "rm" / "outputs" / "model")
+    b = read_weights(tmp_path / "resumed" / "rm" / "outputs" / "model")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+    def heldout(run: Path) -> dict:
+        lines = (run / "rm" / "metrics.jsonl").read_text().splitlines()
+        return {k: v for r in map(json.loads, lines) for k, v in r.items()
+                if k.startswith("heldout/")}
+
+    assert heldout(tmp_path / "straight") == heldout(tmp_path / "resumed")
