@@ -149,6 +149,11 @@ class MegatronBackendConfig(Config):
                 f"config has no transformer() method); train it with backend local, ddp or "
                 f"fsdp2", ("type",))
         shape = describe()
+        if getattr(shape, "head", "lm") != "lm":
+            raise ConfigValueError(
+                f"backend 'megatron' builds language models only, and this architecture has a "
+                f"{shape.head!r} head (a reward or value model); train it with backend local, "
+                f"ddp or fsdp2", ("head",))
         for problem in layout_problems(self, shape, loop):
             raise ConfigValueError(problem[1], (problem[0],))
 

@@ -114,6 +114,14 @@ def test_config_level_checks() -> None:
                                SimpleNamespace(seq_len=30, batch_size=4, grad_accum=1))
 
 
+def test_a_score_head_is_refused() -> None:
+    cfg = MegatronBackendConfig()
+    with pytest.raises(ConfigValueError, match="language models only.*'score' head") as err:
+        cfg.check_architecture(DenseConfig(n_heads=4, dim=32, head="score"))
+    assert err.value.path == ("head",)
+    cfg.check_architecture(DenseConfig(n_heads=4, dim=32))  # the LM head is fine
+
+
 def test_world_size_must_fit_the_layout() -> None:
     cfg = MegatronBackendConfig(tensor_parallel=2, pipeline_parallel=2)
     with pytest.raises(LmforgeError, match="world size 6 is not divisible by tensor_parallel x "
