@@ -36,13 +36,17 @@ class LmforgeLM(LM):
     def __init__(self, model: Any, tokenizer: Any, device: Any, batch_size: int = 8,
                  max_gen_toks: int = 256, seed: int = 1234) -> None:
         super().__init__()
-        self.model, self.tok, self.device = model, tokenizer, torch.device(device)
+        self.model, self.tok, self._device = model, tokenizer, torch.device(device)
         self.batch_size = max(1, int(batch_size))
         self.max_length = int(model.max_seq_len)
         self.max_gen_toks, self.seed = int(max_gen_toks), int(seed)
         self.prefix_token_id = int(tokenizer.eos_id)
         end = tokenizer.tokenizer.token_to_id(END)
         self.stop_ids = tuple(t for t in (tokenizer.eos_id, end) if t is not None)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
 
     # -- tokenization as the harness's hf model does it ---------------------------------------
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -39,7 +39,7 @@ def task_manager(include_path: str) -> Any:
     if not path.is_dir():
         raise StageInputError(f"lm-eval include_path {path} is not a folder; point it at the "
                               f"folder that holds your task YAML files")
-    return TaskManager(include_path=str(path), include_defaults=False, verbosity="ERROR")
+    return TaskManager(include_path=str(path), include_defaults=False)
 
 
 def flatten(results: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -86,7 +86,7 @@ class LmEval(Evaluator):
                 model=adapter, tasks=list(cfg.tasks), task_manager=task_manager(cfg.include_path),
                 num_fewshot=cfg.num_fewshot, limit=limit, bootstrap_iters=cfg.bootstrap_iters,
                 log_samples=False, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
-                torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, verbosity="ERROR")
+                torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
         metrics, stderrs = flatten(out["results"])
         if not metrics:
             raise StageInputError(f"lm-eval returned no metrics for {cfg.tasks}")

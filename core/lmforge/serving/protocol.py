@@ -199,6 +199,9 @@ def parse_completion(body: Any, tokenizer: Any, served: str) -> Request:
             raise RequestError(f"prompt {i} holds token ids outside the vocabulary "
                                f"(0..{vocab - 1}): {bad[:5]}", param="prompt")
     max_tokens = _number(body, "max_tokens", 16, int, 1, 2**31)
+    if body.get("top_logprobs") is not None:
+        raise RequestError("'top_logprobs' belongs to /v1/chat/completions; here 'logprobs': N "
+                           "asks for the N most probable tokens", param="top_logprobs")
     logprobs = body.get("logprobs")
     if logprobs is not None:
         logprobs = _number(body, "logprobs", 0, int, 0, MAX_TOP_LOGPROBS)
