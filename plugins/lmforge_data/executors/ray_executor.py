@@ -12,6 +12,7 @@ order and the output equals the ``local`` executor's byte for byte.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -64,6 +65,10 @@ class RayExecutor:
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(cpus, c.max_workers or cpus))
+        # Ray Data logs every dataset's start and progress at INFO: the stage has its own bar
+        self._logger = logging.getLogger("ray.data")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.WARNING)
 
     def describe(self) -> str:
         where = self.config.address or "local mode"
@@ -98,6 +103,8 @@ class RayExecutor:
             raise LmforgeError(f"ray executor: {expected} of {len(items)} results came back")
 
     def close(self) -> None:
+        if hasattr(self, "_logger"):
+            self._logger.setLevel(self._level)
         if self._started:
             import ray
 
