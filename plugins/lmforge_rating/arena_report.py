@@ -44,12 +44,20 @@ def markdown(report: dict[str, Any]) -> str:
               "half; a judge's probability counts as a share).", "",
               "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for a in labels:
-        cells = ["—" if a == b else _n(fit["win_rate"][a][b], 2) for b in labels]
+        cells = ["—" if a == b else _n(fit["win_rate"][a][b], 3) for b in labels]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     lines.append("")
-    if report.get("judge_position_consistency") is not None:
+    consistency = report.get("judge_position_consistency")
+    if consistency is not None:
         lines += [f"Judge position consistency (the same answer preferred in both orders): "
-                  f"{report['judge_position_consistency']:.3f}.", ""]
+                  f"{consistency:.3f}."]
+        if consistency < 0.5:
+            lines.append("The judge preferred the same position in most pairs: its verdicts "
+                         "say more about position than about the answers, and averaged over "
+                         "both orders they sit near 0.5. Ratings close together with narrow "
+                         "intervals then mean the judge saw little difference, not that the "
+                         "models are equal; use a stronger judge or human votes.")
+        lines.append("")
     agree = report.get("raters_vs_judge") or report.get("raters")
     if agree:
         lines += [f"Raters: {', '.join(agree['raters'])}; raw agreement "
