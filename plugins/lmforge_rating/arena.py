@@ -5,7 +5,7 @@ Elo scale with bootstrap intervals, a win-rate matrix and a plot.
 Steps: (1) each candidate in turn is built by the backend, answers every prompt through
 :func:`lmforge.generation.generate`, and is released before the next (one model in memory);
 answers are cached in the stage's ``work/`` folder, so a resumed stage does not regenerate
-them. (2) For each prompt and each pair of candidates ``(i, j)``, ``i`` before ``j`` in the
+them (the judge's verdicts too, batch by batch). (2) For each prompt and each pair of candidates ``(i, j)``, ``i`` before ``j`` in the
 candidates list, an item ``"<prompt>:<i's stage>:<j's stage>"`` with ``response_a`` from
 ``i``. (3) The judge (which asks in both orders itself) gives ``p_a``, used as ``i``'s share of
 the win; each rater's label of an item is one more comparison (a: 1, b: 0, tie: 0.5).
@@ -125,35 +125,61 @@ class ArenaStage(Stage):
 
     # -- comparisons --------------------------------------------------------------------------
     def _judge(self, items: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
+        """The judge's verdict on every item, in order. Verdicts are appended to a cache in
+        ``work/`` batch by batch (flushed and fsync'ed), so a resumed stage asks the judge
+        only about the pairs it had not answered."""
+        import os
+
         from lmforge.judging import Comparison
 
         cfg = self.config
-        judge = self.ctx.build("judge", cfg.judge)
-        self._check_judge(judge)
-        judge.setup(self.ctx, device)
-        rows = []
-        try:
-            with self.ctx.progress(len(items), "judging", unit="pair") as bar:
-                for start in range(0, len(items), cfg.batch_size):
-                    batch = items[start:start + cfg.batch_size]
-                    verdicts = judge.compare([Comparison(it["prompt"], it["response_a"],
-                                                         it["response_b"], cfg.principle)
-                                              for it in batch])
-                    if len(verdicts) != len(batch):
-                        raise RuntimeError(f"judge {cfg.judge.type!r} returned {len(verdicts)} "
-                                           f"verdicts for {len(batch)} pairs")
-                    for it, v in zip(batch, verdicts):
-                        p_a = float(v.p_a)
-                        if not 0.0 <= p_a <= 1.0:
-                            raise RuntimeError(f"judge {cfg.judge.type!r} gave p_a={p_a} for "
-                                               f"{it['id']}; a probability is in [0, 1]")
-                        rows.append({"id": it["id"], "p_a": p_a, "consistent": v.consistent,
-                                     "judge": v.judge, "principle": v.principle,
-                                     "raw": v.raw})
-                    bar.advance(len(batch))
-        finally:
-            judge.close()
-        return rows
+        key = hashlib.sha256(json.dumps(
+            [cfg.judge.model_dump(mode="json"), cfg.principle,
+             [[it["id"], it["response_a"], it["response_b"]] for it in items]],
+            sort_keys=True).encode()).hexdigest()[:20]
+        cache = self.ctx.work_dir() / f"verdicts-{key}.jsonl"
+        done: dict[str, dict[str, Any]] = {}
+        if cache.is_file():
+            for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:  # a line cut short by a kill is judged again
+                    row = json.loads(line)
+                    done[str(row["id"])] = row
+                except (ValueError, KeyError, TypeError):
+                    continue
+        todo = [it for it in items if it["id"] not in done]
+        if todo:
+            judge = self.ctx.build("judge", cfg.judge)
+            self._check_judge(judge)
+            judge.setup(self.ctx, device)
+            try:
+                with self.ctx.progress(len(items), "judging", unit="pair") as bar, \
+                        open(cache, "a", encoding="utf-8") as fh:
+                    bar.advance(len(items) - len(todo))
+                    for start in range(0, len(todo), cfg.batch_size):
+                        batch = todo[start:start + cfg.batch_size]
+                        verdicts = judge.compare([Comparison(it["prompt"], it["response_a"],
+                                                             it["response_b"], cfg.principle)
+                                                  for it in batch])
+                        if len(verdicts) != len(batch):
+                            raise RuntimeError(f"judge {cfg.judge.type!r} returned "
+                                               f"{len(verdicts)} verdicts for {len(batch)} pairs")
+                        lines = []
+                        for it, v in zip(batch, verdicts):
+                            p_a = float(v.p_a)
+                            if not 0.0 <= p_a <= 1.0:
+                                raise RuntimeError(f"judge {cfg.judge.type!r} gave p_a={p_a} "
+                                                   f"for {it['id']}; a probability is in [0, 1]")
+                            row = {"id": it["id"], "p_a": p_a, "consistent": v.consistent,
+                                   "judge": v.judge, "principle": v.principle, "raw": v.raw}
+                            done[it["id"]] = row
+                            lines.append(json.dumps(row) + "\n")
+                        fh.write("".join(lines))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                        bar.advance(len(batch))
+            finally:
+                judge.close()
+        return [done[it["id"]] for it in items]
 
     def _votes(self, ids: set[str]) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
         from lmforge_rating.labels import human_labels

@@ -42,6 +42,9 @@ class LengthJudge(Judge):
 
     def compare(self, items: Sequence[Comparison]) -> list[Verdict]:
         LengthJudge.calls.append(len(items))
+        if CrashOnce.armed and len(LengthJudge.calls) == CrashOnce.at:
+            CrashOnce.armed = False
+            raise RuntimeError("judge crashed (test)")
         out = []
         for it in items:
             ab = length_p(it.a, it.b, self.config.scale)
@@ -59,3 +62,10 @@ def lmforge_components() -> list[Component]:
                   outputs=lambda cfg: {"out": cfg.kind}),
             Component(kind="judge", name="length-test", config=LengthJudgeConfig,
                       factory=LengthJudge, description="prefers longer answers (tests)")]
+
+
+class CrashOnce:
+    """``LengthJudge`` raises at its ``n``-th call while ``armed`` (a killed judge)."""
+
+    armed = False
+    at = 2

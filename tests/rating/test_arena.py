@@ -173,3 +173,40 @@ def test_arena_example_validates() -> None:
 
     example = Path(__file__).resolve().parents[2] / "examples" / "feedback" / "arena.yaml"
     assert main(["validate", str(example)]) == 0
+
+
+@pytest.mark.slow
+def test_arena_resumes_without_regenerating_or_rejudging(env: dict[str, Any],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmforge.generation
+
+    real = lmforge.generation.generate
+    generated: list[int] = []
+
+    def counting(module: Any, prompts: Any, *args: Any, **kwargs: Any) -> Any:
+        generated.append(len(prompts))
+        return real(module, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(lmforge.generation, "generate", counting)
+    run_dir = env["root"] / "resume"
+    arena_fixtures.LengthJudge.calls.clear()
+    arena_fixtures.CrashOnce.armed, arena_fixtures.CrashOnce.at = True, 2
+    the_spec = spec(env, judge={"type": "length-test", "scale": 7.0})
+    from lmforge.errors import StageFailed
+
+    with pytest.raises(StageFailed, match="judge crashed"):
+        run_spec(the_spec, env["pm"], run_dir)
+    assert sum(generated) == 15  # 3 candidates x 5 prompts
+    assert arena_fixtures.LengthJudge.calls == [4, 4]  # the second batch crashed
+    generated.clear()
+    arena_fixtures.LengthJudge.calls.clear()
+    result = run_spec(the_spec, env["pm"], run_dir)
+    assert result.status == "complete" and result.ran == ["arena"]
+    assert generated == []  # the answers came from the cache
+    assert arena_fixtures.LengthJudge.calls == [4, 4, 3]  # 11 pairs left of 15
+    out = run_dir / "arena" / "outputs" / "report"
+    verdicts = _jsonl(out / "verdicts.jsonl")
+    pairs = _jsonl(out / "pairs.jsonl")
+    assert [v["id"] for v in verdicts] == [p["id"] for p in pairs]
+    for v, p in zip(verdicts, pairs):
+        assert v["p_a"] == pytest.approx(length_p(p["response_a"], p["response_b"], 7.0))
