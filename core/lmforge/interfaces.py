@@ -17,6 +17,7 @@ source          ``factory(config)``                                    :class:`S
 filter          ``factory(config)``                                    :class:`Filter`
 tracker         ``factory(config, run_dir: Path)``                     a pluggy plugin object
 evaluator       ``factory(config)``                                    see :mod:`lmforge.evaluation`
+generator       ``factory(config, model_dir, tokenizer, plugins)``     see :mod:`lmforge.generators`
 ==============  =====================================================  =====================
 """
 
@@ -91,7 +92,8 @@ class CausalLM(Protocol):
     returns an empty key/value cache, and ``forward(new_ids, attention_mask=..., cache=cache,
     logits_to_keep=1)`` appends the new tokens to it and attends over everything cached;
     ``attention_mask`` then covers the new tokens only and positions continue each row's count
-    of real tokens.
+    of real tokens. Optionally ``cache.select(rows)`` keeps only those batch rows (generation
+    drops finished rows with it). See docs/plugins/generation.md.
 
     ``blocks`` is the ``ModuleList`` of repeated transformer blocks: backends shard (FSDP2) and
     checkpoint activations per block. ``init_buffers()`` recomputes non-persistent buffers
