@@ -121,8 +121,8 @@ def run_datatrove(folder: Path, work: Path, workers: int, tasks: int) -> tuple[f
     cfg = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=1)
     logs = str(work / "logs")
     signature = MinhashDedupSignature(str(work / "sigs"), config=cfg)
-    # datatrove 0.10 hands str to xxhash, which xxhash >= 4.1 refuses; encode as xxhash < 4.1
-    # did itself (UTF-8), so datatrove runs its default xxhash64 shingle hashing
+    # datatrove 0.10 hands str to xxhash, which the installed xxhash (4.1) refuses: encode
+    # to UTF-8 first, so datatrove runs its default (xxhash64) shingle hashing
     signature._hash_func = _xxhash64_of_str
     stage1 = LocalPipelineExecutor(
         pipeline=[JsonlReader(str(folder)), signature],
@@ -144,6 +144,32 @@ def run_datatrove(folder: Path, work: Path, workers: int, tasks: int) -> tuple[f
     for f in sorted((work / "out").glob("*.jsonl")):
         kept |= {json.loads(line)["text"] for line in f.read_text().splitlines() if line}
     return seconds, kept
+
+
+def signature_cpu(docs: list[str]) -> tuple[float, float]:
+    """CPU seconds per document of the signature step alone (shingles, permutations, band
+    keys), in this process: lmforge's vs datatrove's (which includes its word tokenizer).
+    Independent of other load on the machine, unlike the wall-clock figures."""
+    sys.path.insert(0, str(REPO / "plugins"))
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+
+    from lmforge_data.dedup.minhash import MinHashDedup
+    from lmforge_data.records import normalize
+
+    ours = MinHashDedup(ngram=5, bands=14, rows=8)
+    peer = MinhashDedupSignature(tempfile.mkdtemp(prefix="bench-sig-"),
+                                 config=MinhashConfig(n_grams=5, num_buckets=14,
+                                                      hashes_per_bucket=8))
+    peer._hash_func = _xxhash64_of_str
+    ours.keys([normalize(d) for d in docs[:8]], [])
+    peer.get_signature(peer.get_shingles(docs[0]))
+    t = time.process_time()
+    ours.keys([normalize(d) for d in docs], [])
+    mine = (time.process_time() - t) / len(docs)
+    t = time.process_time()
+    for d in docs:
+        peer.get_signature(peer.get_shingles(d))
+    return mine, (time.process_time() - t) / len(docs)
 
 
 # --- benchmarks ----------------------------------------------------------------------------------
@@ -169,6 +195,9 @@ def bench_minhash(args: argparse.Namespace) -> None:
               f"(clusters {metrics.get('dedup_clusters')}, {metrics.get('executor')})")
         print(f"datatrove {peer_s:7.2f} s  {n / peer_s:9.0f} docs/s")
         print(f"ratio (lmforge / datatrove docs/s): {peer_s / ours_s:.2f}x")
+        mine, theirs = signature_cpu(planted.docs[:500])
+        print(f"signature step alone, CPU time per document: lmforge {mine * 1e3:.3f} ms, "
+              f"datatrove {theirs * 1e3:.3f} ms ({theirs / mine:.1f}x)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
