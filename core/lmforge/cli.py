@@ -746,6 +746,13 @@ def _plugins_info(name: str, pm: Any) -> int:
         info = pm.plugins[name]
         out.print(f"[bold]{info.name}[/] — {info.distribution} {info.version} ({info.module})")
         components = list(info.components)
+        from lmforge.commands import collect_commands
+
+        commands, _ = collect_commands(pm)
+        for cmd in sorted((c for cs in commands.values() for c in cs if c.plugin == name),
+                          key=lambda c: c.name):
+            out.print(f"\n[bold]command[/] [cyan]lmforge {_esc(cmd.name)}[/] — {_esc(cmd.help)} "
+                      f"[dim](lmforge {_esc(cmd.name)} --help)[/]")
     else:
         components = _find_components(name, pm)
     for c in components:

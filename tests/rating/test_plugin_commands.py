@@ -67,3 +67,9 @@ def test_unknown_command_lists_plugin_commands(capsys: pytest.CaptureFixture[str
 def test_command_names_are_checked() -> None:
     with pytest.raises(ValueError, match="lowercase"):
         Command("Rate Me", help="x", factory="m:f")
+
+
+def test_plugins_info_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*P, "plugins", "info", "tests.rating.command_plugin"]) == 0
+    out = capsys.readouterr().out
+    assert "command lmforge greet — say hello" in out
