@@ -2,15 +2,21 @@
 
 Both models have the same shape (the HF one is built from ``config.hf_config()``) and start from
 the same weights (``config.to_hf(state_dict)``). One timed step is forward + loss + backward +
-AdamW step on the same batch, in fp32, with the same thread count:
+gradient clipping (max norm 1) + AdamW step on the same batch, in fp32, with the same thread
+count, each as its own trainer sets it up:
 
 * lmforge: ``model(x, labels=...)`` through the ``local`` backend's module (chunked, fused
-  cross-entropy) on labels shifted by the caller;
-* HF: ``model(input_ids, labels=input_ids).loss`` (its own shift and mean cross-entropy).
+  cross-entropy) on labels shifted by the caller; the backend's optimizer and clipping (what
+  the training loop runs);
+* HF: ``model(input_ids, labels=input_ids).loss`` (its own shift and mean cross-entropy),
+  ``clip_grad_norm_`` and ``torch.optim.AdamW(fused=True)`` (the ``Trainer``'s default optimizer,
+  ``adamw_torch_fused``).
 
 Steps are timed alternately (one lmforge step, one HF step, ...; ``--rounds`` to group them),
 so load from other processes on the machine hits both alike; warmup steps are excluded.
-Reports each model's median (and best) step time as tokens/s and the ratio lmforge/HF.
+Reports each model's median (and best) step time as tokens/s, the ratio lmforge/HF, and the
+model FLOPs per token (``DenseConfig.flops_per_token``) for CPU MFU. Where the CPU has AMX, the
+same is measured in bf16 (autocast on both; ``--precision``).
 ``--compile`` compiles lmforge (through the ``local`` backend) and adds a compiled HF model,
 reporting lmforge+compile against both HF eager and HF compiled.
 
@@ -18,12 +24,14 @@ reporting lmforge+compile against both HF eager and HF compiled.
 ``torch.distributed.run`` with one thread per rank) on the same machine against one process
 with the same global batch and all the threads, and prints the ratio.
 
-    python benchmarks/bench_pretrain.py [--compile] [--steps 12] [--threads 2] [--ddp 2]
+    python benchmarks/bench_pretrain.py [--compile] [--steps 10] [--threads 2] [--ddp 2]
+        [--precision fp32,bf16] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -33,9 +41,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins")]  # run from a checkout, installed or not
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins"), str(ROOT / "benchmarks")]
+
+from benchlib import Row, add_json_arg, cpu_info, emit  # noqa: E402
 
 from lmforge.modelio import ModelRecipe  # noqa: E402
+from lmforge.training.config import OptimConfig  # noqa: E402
 from lmforge.training.losses import causal_lm_loss  # noqa: E402
 from lmforge_models.config import DenseConfig  # noqa: E402
 from lmforge_models.dense import build  # noqa: E402
@@ -59,13 +70,18 @@ def make_hf(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
     return hf
 
 
-def step_fn(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+BENCH_FORMAT = "lmforge-bench/1"
 
+
+def step_fn(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor],
+            opt: torch.optim.Optimizer, clip: Callable[[], object],
+            autocast: Callable[[], object]) -> Callable[[], float]:
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn()
+        with autocast():
+            loss = loss_fn()
         loss.backward()
+        clip()
         opt.step()
         return loss.item()
     return step
@@ -82,8 +98,11 @@ def timed(step: Callable[[], float], n: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    ap.add_argument("--precision", default=None,
+                    help="comma-separated fp32,bf16 (default: fp32, and bf16 where the CPU has "
+                    "AMX)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="alternations between the models (default: every step)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -99,11 +118,24 @@ def main() -> None:
     ap.add_argument("--ddp", type=int, default=None, metavar="N",
                     help="measure the ddp backend on N ranks against one process instead")
     ap.add_argument("--worker", choices=["ddp", "single"], help=argparse.SUPPRESS)
+    add_json_arg(ap)
     args = ap.parse_args()
     if args.worker:
         return ddp_worker(args)
     if args.ddp:
         return ddp_compare(args)
+    amx = cpu_info()["amx"]
+    precisions = (args.precision.split(",") if args.precision
+                  else ["fp32", "bf16"] if amx else ["fp32"])
+    rows = [measure(args, p) for p in precisions]
+    if "bf16" not in precisions:
+        print("bf16: not measured (this CPU has no AMX: bf16 matmuls are not accelerated)")
+    emit(args.json, "pretrain", rows, {"amx": amx, "threads": torch.get_num_threads()})
+
+
+def measure(args: argparse.Namespace, precision: str) -> Row:
+    """Interleaved steps of lmforge and HF (and compiled variants) in ``precision``; the Row of
+    lmforge (eager or compiled) against HF eager."""
 
     cfg = DenseConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads,
                       n_kv_heads=args.kv_heads, max_seq_len=args.seq, tie_embeddings=args.tie)
@@ -113,7 +145,7 @@ def main() -> None:
     hf = make_hf(ours, compile_=False)  # copies ours' initial weights
     if args.compile:
         variants["hf+compile"] = make_hf(ours, compile_=True)
-    backend = LocalBackend(LocalBackendConfig(device="cpu", precision="fp32",
+    backend = LocalBackend(LocalBackendConfig(device="cpu", precision=precision,
                                               compile=args.compile, threads=args.threads))
     first = ours  # the backend places (and compiles) this very module: same initial weights
     ours = backend.build_model(ModelRecipe(cfg, args.vocab, construct=lambda: first))
@@ -140,12 +172,28 @@ def main() -> None:
     print(f"shape: dim {args.dim}, layers {args.layers}, heads {args.heads}/"
           f"{cfg.kv_heads} kv, ffn {cfg.hidden_dim}, vocab {args.vocab}, tied {args.tie}; "
           f"parameters {n_ours:,} (non-embedding {ours.num_parameters(True):,}); "
-          f"batch {args.batch} x seq {args.seq}, fp32, AdamW")
+          f"batch {args.batch} x seq {args.seq}, {precision}, AdamW")
+    hf_autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) \
+        if precision == "bf16" else contextlib.nullcontext
     with torch.no_grad():
-        first = {name: loss_of(m)().item() for name, m in variants.items()}
-    assert max(first.values()) - min(first.values()) < 1e-3, f"initial losses differ: {first}"
+        first = {}
+        for name, m in variants.items():
+            with backend.autocast() if m is ours else hf_autocast():
+                first[name] = loss_of(m)().item()
+    tol = 1e-3 if precision == "fp32" else 5e-2
+    assert max(first.values()) - min(first.values()) < tol, f"initial losses differ: {first}"
 
-    steps = {name: step_fn(m, loss_of(m)) for name, m in variants.items()}
+    optim = OptimConfig(lr=1e-4, weight_decay=0.1, grad_clip=1.0)
+    steps = {}
+    for name, m in variants.items():
+        if m is ours:  # what lmforge's training loop runs
+            steps[name] = step_fn(m, loss_of(m), backend.build_optimizer(m, optim),
+                                  lambda: backend.clip_grad_norm_(ours, 1.0), backend.autocast)
+        else:  # the HF Trainer's defaults: fused AdamW, max_grad_norm 1.0
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+            steps[name] = step_fn(m, loss_of(m), opt,
+                                  lambda m=m: torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0),
+                                  hf_autocast)
     for name, step in steps.items():
         t0 = time.perf_counter()
         timed(step, args.warmup)
@@ -168,6 +216,14 @@ def main() -> None:
     for name in list(tps)[1:]:
         print(f"ratio {mine}/{name}: {tps[mine] / tps[name]:.2f} (median)  "
               f"{min(times[name]) / min(times[mine]):.2f} (best steps)")
+    flops = cfg.flops_per_token(args.seq, args.vocab)
+    return Row(name=f"pre-training step, 7.6M dense, {precision}" + (" +compile" if args.compile
+                                                                    else " eager"),
+               unit="tokens/s", ours=tps[mine], peer=tps["hf"],
+               peer_name="HF LlamaForCausalLM", goal=1.2, flops=flops, dtype=precision,
+               samples=len(times[mine]),
+               notes=f"batch {args.batch}x{args.seq}, AdamW + clipping, steps interleaved, "
+                     f"median")
 
 
 def _config(args: argparse.Namespace) -> DenseConfig:

@@ -50,9 +50,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) over :func:`param_groups`; the lr is set per step."""
+    """AdamW (decoupled weight decay) over :func:`param_groups`; the lr is set per step.
+
+    torch's fused kernel (all of Adam's arithmetic in one pass over each parameter) is used
+    where every parameter can take it: CUDA tensors, and plain (not sharded) float CPU tensors.
+    On CPU the default would be a Python loop of about ten tensor ops per parameter, which
+    profiling showed to be a quarter of a small model's training step.
+    """
     import torch
 
-    fused = all(p.is_cuda for p in model.parameters()) or None
+    params = list(model.parameters())
+    fused = bool(params) and all(_fusable(p) for p in params)
     return torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
-                             betas=tuple(optim.betas), eps=optim.eps, fused=fused)
+                             betas=tuple(optim.betas), eps=optim.eps, fused=fused or None)
+
+
+def _fusable(p: torch.Tensor) -> bool:
+    """Whether torch's fused AdamW takes ``p``: on CUDA any; on CPU a plain float tensor
+    (sharded DTensors keep the default implementation there)."""
+    import torch
+
+    if p.is_cuda:
+        return True
+    return (p.device.type == "cpu" and p.is_floating_point()
+            and type(p.data) is torch.Tensor)
