@@ -88,8 +88,8 @@ class RayExecutor:
         ctx.print_on_execution_start = False
         rows = [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map(_call, fn_args=(fn,), concurrency=self.workers,
-                    num_cpus=self.config.cpus_per_task)
+        ds = ds.map(_call, fn_args=(fn,), num_cpus=self.config.cpus_per_task,
+                    compute=ray.data.TaskPoolStrategy(size=min(self.workers, len(rows))))
         expected = 0
         for row in ds.iter_rows():
             if row["index"] != expected:
