@@ -68,8 +68,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"Majority of raters vs judge: agreement {_n(vs['agreement'], 3)}, "
                          f"Cohen's kappa {_n(vs['cohen_kappa'], 3)} over {vs['items']} items.")
         lines.append("")
-    lines += ["Intervals are wide with few prompts: ratings whose intervals overlap are not "
-              "shown apart by this arena.", ""]
+    lines += ["Ratings whose intervals overlap are not told apart by this arena; with few "
+              "prompts, expect wide intervals from a decisive judge or human votes.", ""]
     return "\n".join(lines)
 
 
