@@ -71,12 +71,10 @@ class CurateStage(Stage):
         return self.ctx.build("dedup", d) if d else None
 
     def _executor(self) -> Any:
+        """The executor; ``local`` without ``workers`` (and the default) uses ``num_proc``."""
         c = self.config
-        if c.executor is None:
-            from lmforge_data.executors.local import LocalExecutor
-
-            return LocalExecutor(c.num_proc)
-        if getattr(c.executor, "type", None) == "local" and c.executor.workers is None:
+        if c.executor is None or (getattr(c.executor, "type", None) == "local"
+                                  and c.executor.workers is None):
             from lmforge_data.executors.local import LocalExecutor
 
             return LocalExecutor(c.num_proc)
