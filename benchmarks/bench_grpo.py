@@ -10,6 +10,8 @@ loss, group-std scaling, sampling at temperature 1, the whole step as one micro-
 activation checkpointing. A step = generate ``prompts x group`` completions + score + one
 optimizer step. The model is randomly initialised, so completions rarely stop early and both
 sides generate nearly ``--new-tokens`` tokens per completion (the mean lengths are printed).
+The two runs are whole trainers, so they run one after the other (not interleaved): compare
+figures from a quiet machine (the load average is recorded in the result's meta).
 
     python benchmarks/bench_grpo.py [--steps 12] [--prompts 4] [--group 4] [--new-tokens 64]
 

@@ -107,6 +107,11 @@ class PPOStage(RLStage):
     def register_models(self, state: StateRegistry) -> None:
         state.add_model("value", self.value, self.value_opt, folder="value")
 
+    def reduce_sum(self, value: float) -> float:
+        """Sum of a number over ranks (batch statistics span every rank's share)."""
+        be = self.backend
+        return be.all_reduce_mean(value) * be.world_size if be.world_size > 1 else value
+
     @torch.no_grad()
     def values(self, batch: Batch) -> torch.Tensor:
         be, mb = self.backend, self.config.loop.micro_batch_size
@@ -127,7 +132,7 @@ class PPOStage(RLStage):
     def normalised_scores(self, scores: torch.Tensor) -> torch.Tensor:
         norm = self.config.reward_norm
         if norm == "batch":
-            return masked_whiten(scores, torch.ones_like(scores))
+            return masked_whiten(scores, torch.ones_like(scores), reduce_sum=self.reduce_sum)
         if norm == "running":
             everyone = torch.cat([torch.as_tensor(s) for s in dist.all_gather(scores)]) \
                 if dist.is_distributed() else scores
@@ -150,7 +155,7 @@ class PPOStage(RLStage):
         values = self.values(batch)
         adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
-            adv = masked_whiten(adv, mask)
+            adv = masked_whiten(adv, mask, reduce_sum=self.reduce_sum)
         batch.tensors.update(values=values, advantages=adv, returns=returns)
         m.update({"rollout/kl": seq_kl, "rollout/kl_coef": beta,
                   "rollout/value": be.all_reduce_mean(float((values * mask).sum()

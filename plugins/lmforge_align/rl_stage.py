@@ -296,6 +296,7 @@ class RLStage(Stage):
         completions = generate(self.policy, ids, params, pad_id=self.tok.pad_id,
                                device=be.device, batch_size=cfg.rollout.batch_size,
                                autocast=be.autocast)
+        completions = sorted(completions, key=lambda c: c.prompt_index)
         inp, labels, mask, gen, lengths, stopped = build_batch(ids, completions, self.tok.pad_id)
         texts = [self.tok.decode(c.token_ids) for c in completions]
         samples = [RewardSample(prompt=self.eval_set.messages[i], completion=t,

@@ -212,7 +212,9 @@ class Roller:
                                autocast=be.autocast)
         world = be.world_size
         mine = [k for k in range(len(indices)) if k % world == be.rank]
-        keep = [c for c in completions if c.prompt_index in set(mine)]
+        wanted = set(mine)
+        keep = sorted((c for c in completions if c.prompt_index in wanted),
+                      key=lambda c: (c.prompt_index, c.sample_index))
         rows = [indices[c.prompt_index] for c in keep]
         ids, labels, mask, gen, lengths, stopped = build_batch(
             [prompts.ids[i] for i in rows], keep, self.tok.pad_id)

@@ -176,3 +176,21 @@ def test_running_moments_and_whitening():
     w = masked_whiten(torch.tensor([1.0, 2.0, 3.0, 100.0], dtype=torch.float64),
                       torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64))
     assert close(w, [-1.0, 0.0, 1.0, 0.0], 1e-6)
+
+
+def test_whitening_over_ranks_equals_whitening_the_whole_batch():
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    m = (torch.rand(6, 5) > 0.3).to(torch.float64)
+    whole = masked_whiten(x, m)
+    n = float(m.sum())
+    mean = float((x * m).sum()) / n
+    var = float((((x - mean) ** 2) * m).sum()) / (n - 1)
+    assert close(whole, ((x - mean) / math.sqrt(var + 1e-8)) * m, 1e-9)
+    # rank 0 holds rows 0-2; the other rank holds rows 3-5 and contributes, in the order
+    # masked_whiten sums them: its mask count, its masked sum, its squared deviations
+    x1, m1 = x[3:], m[3:]
+    other = iter([float(m1.sum()), float((x1 * m1).sum()),
+                  float((((x1 - mean) ** 2) * m1).sum())])
+    part = masked_whiten(x[:3], m[:3], reduce_sum=lambda v: v + next(other))
+    assert close(part, whole[:3], 1e-9)

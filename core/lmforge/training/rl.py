@@ -15,7 +15,7 @@ under the policy that sampled the rollout, ``ref_logp`` under the frozen referen
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -49,10 +49,21 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
+                  eps: float = 1e-8, reduce_sum: Callable[[float], float] | None = None
+                  ) -> torch.Tensor:
     """``(x - mean) / sqrt(var + eps)`` over the masked positions (0 elsewhere); with
-    ``shift_mean=False`` the mean is added back (only the scale changes)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    ``shift_mean=False`` the mean is added back (only the scale changes). ``reduce_sum`` (a
+    sum of a number over ranks) makes the mean and the Bessel-corrected variance those of the
+    masked positions of *every* rank, so a batch split over ranks is whitened as one."""
+    if reduce_sum is None:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    else:
+        n = reduce_sum(float(mask.sum()))
+        mean_f = reduce_sum(float((x.double() * mask).sum())) / max(n, 1.0)
+        sq = reduce_sum(float((((x.double() - mean_f) ** 2) * mask).sum()))
+        var_f = sq / (n - 1) if n > 1 else sq / max(n, 1.0)
+        mean = torch.tensor(mean_f, dtype=x.dtype, device=x.device)
+        var = torch.tensor(var_f, dtype=x.dtype, device=x.device)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
