@@ -48,36 +48,45 @@ class Comparisons:
         return Comparisons(self.i[index], self.j[index], self.s[index])
 
 
-def _objective(theta: np.ndarray, c: Comparisons, ridge: float) -> float:
-    d = theta[c.i] - theta[c.j]
+def _aggregate(n: int, c: Comparisons) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pairs, inverse, codes)``: the distinct ordered pairs ``(i, j)`` met, as rows of
+    ``pairs``; ``inverse`` maps each comparison to its row. The likelihood depends on the data
+    only through each row's count and summed share, so the solver works on at most ``n²``
+    rows whatever the number of comparisons."""
+    codes = c.i * n + c.j
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    return np.stack([uniq // n, uniq % n], axis=1), inverse, uniq
+
+
+def _objective(theta: np.ndarray, pi: np.ndarray, pj: np.ndarray, w: np.ndarray,
+               won: np.ndarray, ridge: float) -> float:
+    d = theta[pi] - theta[pj]
     # log σ(d) = -log(1 + e^{-d}), computed stably
-    return float(np.sum(-c.s * np.logaddexp(0.0, -d) - (1 - c.s) * np.logaddexp(0.0, d))
+    return float(np.sum(-won * np.logaddexp(0.0, -d) - (w - won) * np.logaddexp(0.0, d))
                  - 0.5 * ridge * np.dot(theta, theta))
 
 
-def fit(n: int, c: Comparisons, ridge: float = 0.01, max_iter: int = 100,
-        tol: float = 1e-10) -> np.ndarray:
-    """The maximum-penalised-likelihood log-strengths ``θ`` (shape ``[n]``)."""
-    if ridge <= 0:
-        raise ValueError("ridge must be positive")
+def _newton(n: int, pi: np.ndarray, pj: np.ndarray, w: np.ndarray, won: np.ndarray,
+            ridge: float, max_iter: int = 100, tol: float = 1e-10) -> np.ndarray:
+    """Maximise the penalised log-likelihood of rows ``(pi, pj)`` met ``w`` times, ``pi``
+    taking ``won`` of the wins."""
     theta = np.zeros(n)
-    value = _objective(theta, c, ridge)
+    value = _objective(theta, pi, pj, w, won, ridge)
+    diag_i, diag_j, off_ij, off_ji = pi * n + pi, pj * n + pj, pi * n + pj, pj * n + pi
     for _ in range(max_iter):
-        d = theta[c.i] - theta[c.j]
+        d = theta[pi] - theta[pj]
         p = 0.5 * (1.0 + np.tanh(0.5 * d))  # σ(d) without overflow
-        r = c.s - p
-        grad = np.bincount(c.i, r, n) - np.bincount(c.j, r, n) - ridge * theta
-        h = p * (1.0 - p)
-        hess = -ridge * np.eye(n)
-        np.add.at(hess, (c.i, c.i), -h)
-        np.add.at(hess, (c.j, c.j), -h)
-        np.add.at(hess, (c.i, c.j), h)
-        np.add.at(hess, (c.j, c.i), h)
+        r = won - w * p
+        grad = np.bincount(pi, r, n) - np.bincount(pj, r, n) - ridge * theta
+        h = w * p * (1.0 - p)
+        hess = (np.bincount(off_ij, h, n * n) + np.bincount(off_ji, h, n * n)
+                - np.bincount(diag_i, h, n * n) - np.bincount(diag_j, h, n * n)
+                ).reshape(n, n) - ridge * np.eye(n)
         step = np.linalg.solve(hess, grad)
         t = 1.0
         while True:
             new = theta - t * step
-            new_value = _objective(new, c, ridge)
+            new_value = _objective(new, pi, pj, w, won, ridge)
             if new_value >= value - 1e-12 or t < 1e-8:
                 break
             t *= 0.5
@@ -85,6 +94,17 @@ def fit(n: int, c: Comparisons, ridge: float = 0.01, max_iter: int = 100,
         if np.max(np.abs(t * step)) < tol:
             break
     return theta
+
+
+def fit(n: int, c: Comparisons, ridge: float = 0.01, max_iter: int = 100,
+        tol: float = 1e-10) -> np.ndarray:
+    """The maximum-penalised-likelihood log-strengths ``θ`` (shape ``[n]``)."""
+    if ridge <= 0:
+        raise ValueError("ridge must be positive")
+    pairs, inverse, _ = _aggregate(n, c)
+    w = np.bincount(inverse, minlength=len(pairs)).astype(np.float64)
+    won = np.bincount(inverse, c.s, len(pairs))
+    return _newton(n, pairs[:, 0], pairs[:, 1], w, won, ridge, max_iter, tol)
 
 
 def to_elo(theta: np.ndarray, anchor: str = "first", anchor_rating: float = 1000.0
@@ -113,9 +133,16 @@ def ratings(n: int, c: Comparisons, *, ridge: float = 0.01, anchor: str = "first
         return Ratings(point, None, None, 0, confidence)
     rng = np.random.default_rng(seed)
     samples = np.empty((rounds, n))
+    pairs, inverse, _ = _aggregate(n, c)
+    k = len(pairs)
     for b in range(rounds):
         idx = rng.integers(0, len(c), len(c))
-        samples[b] = to_elo(fit(n, c.take(idx), ridge), anchor, anchor_rating)
+        rows = inverse[idx]
+        w = np.bincount(rows, minlength=k).astype(np.float64)
+        won = np.bincount(rows, c.s[idx], k)
+        met = w > 0
+        theta = _newton(n, pairs[met, 0], pairs[met, 1], w[met], won[met], ridge)
+        samples[b] = to_elo(theta, anchor, anchor_rating)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(samples, [alpha, 1.0 - alpha], axis=0)
     return Ratings(point, low, high, rounds, confidence)
