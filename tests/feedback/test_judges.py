@@ -240,3 +240,46 @@ def test_judge_reward_score_and_reference_modes(env, tmp_path):
     # a model judge's needs pass through the reward
     model_cfg = JudgeRewardConfig(judge=ModelPromptedJudgeConfig(model_input="reward_model"))
     assert JudgeReward(model_cfg).requires() == {"reward_model": "model"}
+
+
+def test_hf_folder_judge_matches_the_artifact_judge(env, tmp_path):
+    """The same weights as a local Hugging Face folder (transformers' LlamaForCausalLM and the
+    tokenizer artifact's chat template): the prompted judge's probabilities agree."""
+    import shutil
+
+    import transformers
+
+    from lmforge.modelio import load_model
+
+    model = load_model(env.model_dir, env.pm)
+    cfg = dict(env.arch.hf_config(env.tok.vocab_size))
+    cfg.pop("architectures")
+    for key in ("model_type", "torch_dtype", "dtype"):
+        cfg.pop(key, None)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg,
+                                                                pad_token_id=env.tok.pad_id))
+    missing, unexpected = hf.load_state_dict(env.arch.to_hf(model.state_dict()), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    folder = tmp_path / "hf"
+    hf.save_pretrained(folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(env.tok_dir / f, folder / f)
+    ours = ModelPromptedJudge(ModelPromptedJudgeConfig())
+    ours.setup(_stage(env, tmp_path), "cpu")
+    theirs = ModelPromptedJudge(ModelPromptedJudgeConfig(path=str(folder), batch_size=2))
+    assert theirs.requires() == {}
+    theirs.setup(StageStandIn(env, {}, tmp_path), "cpu")
+    assert theirs.name == "model-prompted:hf"
+    for a, b in zip(ours.compare(ITEMS), theirs.compare(ITEMS), strict=True):
+        assert b.raw["ab"]["A"] == pytest.approx(a.raw["ab"]["A"], abs=1e-4)
+        assert b.p_a == pytest.approx(a.p_a, abs=1e-4)
+    like = ModelLikelihoodJudge(ModelLikelihoodJudgeConfig(path=str(folder)))
+    like.setup(StageStandIn(env, {}, tmp_path), "cpu")
+    ref = ModelLikelihoodJudge(ModelLikelihoodJudgeConfig())
+    ref.setup(_stage(env, tmp_path), "cpu")
+    # the HF judge ends a reply with EOS (lmforge's judge with <|end|>): same ids, same numbers
+    prompt_ids = like.lm.chat_ids(ITEMS[0].prompt)
+    assert prompt_ids == ref.lm.chat_ids(ITEMS[0].prompt)
+    reply = like.lm.reply_ids(ITEMS[0].a)
+    total, n = ref.lm.reply_logprobs([prompt_ids], [reply])[0]
+    assert like.score([(ITEMS[0].prompt, ITEMS[0].a)])[0] == pytest.approx(total / n, abs=1e-4)
