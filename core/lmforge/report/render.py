@@ -208,8 +208,9 @@ def evaluation_section(data: RunData) -> list[Block]:
     keys: list[str] = []
     for s in evals:
         keys += [k for k in s.model_metrics() if k not in keys]
-    headers = ["metric"] + [f"{s.stage_id} (model: {s.input_stage('model') or '?'})"
-                            for s in evals]
+    # a stage without a single 'model' input (an arena's list of candidates) is named alone
+    headers = ["metric"] + [f"{s.stage_id} (model: {s.input_stage('model')})"
+                            if s.input_stage("model") else s.stage_id for s in evals]
     rows = [[k] + [format_number(s.model_metrics()[k]) if k in s.model_metrics() else "—"
                    for s in evals] for k in keys]
     blocks: list[Block] = [
