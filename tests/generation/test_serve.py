@@ -171,3 +171,38 @@ def test_invalid_json_and_models_route(served: Any) -> None:
         models = json.loads(resp.read())
     assert [m["id"] for m in models["data"]] == ["tiny"]
     assert models["data"][0]["max_model_len"] == 96
+
+
+def test_a_stage_folder_resolves_to_its_model_and_the_tokenizer_in_its_manifest(
+        gen_artifacts: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from lmforge import StageInputError
+    from lmforge.serving import resolve_model
+
+    model_dir, tok_dir = gen_artifacts
+    stage = tmp_path / "runs" / "demo" / "sft"
+    shutil.copytree(model_dir, stage / "outputs" / "model")
+    (stage / "manifest.json").write_text(json.dumps({
+        "stage_id": "sft", "status": "complete",
+        "inputs": {"tokenizer": {"stage": "bpe", "kind": "tokenizer", "path": str(tok_dir)}}}))
+    assert resolve_model(stage, None) == (stage / "outputs" / "model", tok_dir)
+    other = tmp_path / "tok2"
+    other.mkdir()
+    assert resolve_model(stage, other)[1] == other  # --tokenizer wins
+    with pytest.raises(StageInputError, match="--tokenizer"):
+        resolve_model(model_dir, None)  # a bare artifact: which tokenizer?
+    with pytest.raises(StageInputError, match="model.json"):
+        resolve_model(tmp_path, None)
+
+
+def test_cli_serve_help_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from lmforge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "/v1/chat/completions" in out and "curl" in out and "--batch-window-ms" in out
+    assert main(["serve", str(tmp_path / "missing")]) != 0
+    assert "does not exist" in capsys.readouterr().err
