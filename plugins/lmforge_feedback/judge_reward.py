@@ -36,31 +36,19 @@ class JudgeReward(Reward):
         super().__init__(config)
         self.judge: Any = None
 
-    def _judge(self, plugins: Any = None) -> Any:
-        if self.judge is None:
-            # this plugin's judges are built directly (requires() runs before setup() gives
-            # the plugin manager); others come from the registry at setup
-            cfg = self.config.judge
-            local = own_judges()
-            if cfg.type in local:
-                self.judge = local[cfg.type](cfg)
-            elif plugins is not None:
-                self.judge = plugins.get_component("judge", cfg.type).load_factory()(cfg)
-            else:
-                return None
+    def _judge(self) -> Any:
+        if self.judge is None:  # the config admits only this plugin's model and HTTP judges
+            self.judge = own_judges()[self.config.judge.type](self.config.judge)
         return self.judge
 
     def requires(self) -> dict[str, str]:
-        judge = self._judge()
-        return judge.requires() if judge is not None else {}
+        return self._judge().requires()
 
     def check(self, inputs: Mapping[str, Artifact]) -> None:
-        judge = self._judge()
-        if judge is not None:
-            judge.check(inputs)
+        self._judge().check(inputs)
 
     def setup(self, stage: Any, device: Any) -> None:
-        self._judge(stage.plugins).setup(stage, device)
+        self._judge().setup(stage, device)
 
     def score(self, samples: Sequence[RewardSample]) -> RewardOutput:
         judge = self.judge
