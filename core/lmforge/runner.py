@@ -47,6 +47,7 @@ from typing import Any
 from lmforge import dist
 from lmforge._version import __version__
 from lmforge.checkpoint import CheckpointStore
+from lmforge.components import split_input_key
 from lmforge.errors import IntegrityWarning, LmforgeError, StageFailed, StageInputError
 from lmforge.fsutil import atomic_write_text, combine_hashes, file_hashes
 from lmforge.plugins import PluginManager
@@ -528,7 +529,15 @@ class Runner:
             estimate: dict[str, Any] = {}
             fn = getattr(plan.config, "estimate", None)
             if callable(fn):
-                upstream = {slot: configs[src] for slot, (src, _) in plan.inputs.items()}
+                # as check_inputs sees them: an input taking several artifacts is a list
+                upstream: dict[str, Any] = {}
+                for key, (src, _) in plan.inputs.items():
+                    slot, element = split_input_key(key)
+                    decl = plan.component.inputs.get(slot)
+                    if element is not None and decl is not None and decl.many:
+                        upstream.setdefault(slot, []).append(configs[src])
+                    else:
+                        upstream[key] = configs[src]
                 try:
                     estimate = dict(fn(upstream) or {})
                 except Exception as exc:  # noqa: BLE001 - an estimate must never break plan

@@ -39,6 +39,9 @@ class Note(Stage):
 class CompareConfig(Config):
     min_candidates: int = Field(default=2, description="fewest candidates accepted")
 
+    def estimate(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        return {"values": [c.value for c in upstream["candidates"]]}
+
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         seen.append(inputs)
         if len(inputs["candidates"]) < self.min_candidates:
@@ -199,3 +202,13 @@ def test_input_keys_round_trip() -> None:
     assert split_input_key("candidates[12]") == ("candidates", 12)
     assert split_input_key("init") == ("init", None)
     assert split_input_key("odd[x]") == ("odd[x]", None)
+
+
+def test_plan_estimates_see_the_list(pm: Any, tmp_path: Path) -> None:
+    from lmforge.progress import Progress
+    from lmforge.runner import Runner
+
+    runner = Runner(validate_spec(_spec(["c", "a"]), pm), pm, run_dir=tmp_path / "run",
+                    progress=Progress(enabled=False))
+    (row,) = [r for r in runner.plan() if r[0].id == "cmp"]
+    assert row[2] == {"values": [4, 1]}
