@@ -21,6 +21,8 @@ from lmforge_rating.votes import Pair, Vote, VoteLog, check_rater, final_votes, 
 
 #: An item handed to a rater who then goes quiet is offered to others after this long.
 LEASE_SECONDS = 15 * 60
+#: What the page sends -> the stored choice: a side is a position in ``shown`` ("ba"[0] is
+#: "b": response_b was on the left), tie and skip are themselves.
 SIDES = {"left": 0, "right": 1, "tie": "tie", "skip": "skip"}
 NOTE_MAX = 2000
 
