@@ -48,9 +48,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + swapped * ssin
+    # roll swaps the halves in one kernel, and its backward is a roll too (two slices and a cat
+    # cost a zero-filled buffer and a copy per slice in backward).
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * ssin
 
 
 #: ``scaled_dot_product_attention(enable_gqa=...)`` exists (torch >= 2.5).
@@ -66,10 +66,39 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return _RMSNormFunction.apply(x, self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """:class:`RMSNorm` of float32 ``x`` ``[..., D]`` with a hand-derived backward: the same
+    forward, but backward is six elementwise kernels and a sum instead of the ten or so autograd
+    chains through pow/mean/rsqrt/mul (a few percent of a small model's training step on CPU).
+
+    With ``y = x * r``, ``r = rsqrt(mean(x^2) + eps)`` and ``g_y = grad * weight``:
+    ``dx = r * (g_y - y * mean(g_y * y))`` and ``dweight = sum(grad * y)`` over all but the last
+    dimension.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        y = x * r
+        ctx.save_for_backward(y, r, weight)
+        return weight * y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        y, r, weight = ctx.saved_tensors
+        gy = grad * weight
+        dx = (gy - y * (gy * y).mean(-1, keepdim=True)).mul_(r)
+        dw = (grad * y).reshape(-1, y.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        return dx, dw, None
 
 
 class Attention(nn.Module):
@@ -91,8 +120,10 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         h, kv, hd = self.n_heads, self.n_kv, self.head_dim
         qkv = self.qkv(x).view(b, t, h + 2 * kv, hd).transpose(1, 2)  # [B, h+2kv, T, hd]
-        qk = _rotate(qkv[:, :h + kv], cos, ssin)  # q and k heads in one pass
-        q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + kv:]
+        # split, not slicing: the backward of a split is one cat, that of each slice a
+        # zero-filled buffer of the whole input and a copy.
+        qk, v = qkv.split([h + kv, kv], dim=1)
+        q, k = _rotate(qk, cos, ssin).split([h, kv], dim=1)  # q and k heads in one pass
         if cache is not None:
             k_buf, v_buf, start = cache
             k_buf[:, :, start:start + t] = k

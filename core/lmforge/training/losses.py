@@ -64,6 +64,14 @@ def _compute_dtype(like: torch.Tensor) -> torch.dtype:
     return like.dtype
 
 
+def _accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    """``total + part`` in float32, in place; the first part itself (no zero-filled buffer and
+    extra pass over a ``[V, D]`` matrix when there is one chunk)."""
+    if total is None:
+        return part.float()
+    return total.add_(part)
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     """Sum of cross-entropy of ``h @ w.T`` against ``y``; gradients computed in forward.
 
@@ -79,7 +87,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         w_c = w.to(cdt)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h) if need_h else None
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_w = None  # float32 [V, D]: the first chunk's product, later ones added in place
         for start in range(0, h.shape[0], chunk_size):
             h_c = h[start:start + chunk_size].to(cdt)
             y_c = y[start:start + chunk_size]
@@ -98,7 +106,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 if need_h:
                     grad_h[start:start + chunk_size] = g @ w_c
                 if need_w:
-                    grad_w += (g.t() @ h_c).float()
+                    grad_w = _accumulate(grad_w, g.t() @ h_c)
+        if need_w and grad_w is None:
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
         ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None)
         ctx.w_dtype = w.dtype
         return total
@@ -140,7 +150,7 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         cdt, chunk = ctx.cdt, ctx.chunk_size
         w_c = w.to(cdt)
         grad_h = torch.empty_like(h) if need_h else None
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_w = None  # float32 [V, D]: the first chunk's product, later ones added in place
         for start in range(0, h.shape[0], chunk):
             sl = slice(start, start + chunk)
             h_c = h[sl].to(cdt)
@@ -151,7 +161,9 @@ class _FusedLinearLogprobs(torch.autograd.Function):
             if need_h:
                 grad_h[sl] = g @ w_c
             if need_w:
-                grad_w += (g.t() @ h_c).float()
+                grad_w = _accumulate(grad_w, g.t() @ h_c)
+        if need_w and grad_w is None:
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
         return (grad_h, grad_w.to(w.dtype) if grad_w is not None else None, None, None, None)
 
 
