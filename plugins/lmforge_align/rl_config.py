@@ -83,8 +83,11 @@ class _RLConfig(Config):
     reward: Annotated[Any, Slot("reward")] = Field(
         description="The reward component that scores completions, e.g. {type: reward-model} "
                     "or {type: python-checks}.")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    loop: RLLoopConfig = Field(default_factory=RLLoopConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Sampling: "
+                                   "prompts per iteration, samples per prompt, lengths, "
+                                   "temperature.")
+    loop: RLLoopConfig = Field(default_factory=RLLoopConfig, description="Iterations, "
+                               "epochs and minibatches per rollout batch, optimizer, backend.")
     kl_coef: float = Field(default=0.05, ge=0, description="beta: weight of the KL divergence "
                            "to the reference (the init model); 0 skips the reference entirely.")
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
@@ -176,9 +179,13 @@ class GRPOConfig(GroupRLConfig):
     kl_penalty: Literal["reward", "loss"] = Field(default="loss", description="loss: beta x KL "
                                                   "per token in the loss (GRPO); reward: "
                                                   "subtracted from the sequence reward.")
-    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig(samples_per_prompt=4))
+    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig(samples_per_prompt=4),
+                                   description="Sampling (samples_per_prompt is the group "
+                                   "size, at least 2; default 4).")
 
 
 class RLOOConfig(GroupRLConfig):
     __doc__ = GroupRLConfig.__doc__
-    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig(samples_per_prompt=4))
+    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig(samples_per_prompt=4),
+                                   description="Sampling (samples_per_prompt is the group "
+                                   "size, at least 2; default 4).")
