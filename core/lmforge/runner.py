@@ -533,7 +533,7 @@ class Runner:
                 upstream: dict[str, Any] = {}
                 for key, (src, _) in plan.inputs.items():
                     slot, element = split_input_key(key)
-                    decl = plan.component.inputs.get(slot)
+                    decl = plan.component.input_slots(plan.config).get(slot)
                     if element is not None and decl is not None and decl.many:
                         upstream.setdefault(slot, []).append(configs[src])
                     else:
