@@ -37,19 +37,23 @@ PAD = 0
 
 
 def make_hf(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model with ``model``'s weights (``to_hf``: the export's names)."""
+    """The transformers model with ``model``'s weights, loaded with ``from_pretrained`` from a
+    folder holding ``config.json`` (``hf_config``) and ``to_hf(state_dict)``: what the ``hf``
+    export writes (transformers converts Mixtral's per-expert names itself)."""
+    import json
+    import tempfile
+
+    import safetensors.torch
     import transformers
 
-    cfg = dict(model.config.hf_config(model.vocab_size))
-    arch = cfg.pop("architectures")[0]
-    for key in ("model_type", "torch_dtype"):
-        cfg.pop(key, None)
-    config_cls = {"LlamaForCausalLM": transformers.LlamaConfig,
-                  "MixtralForCausalLM": transformers.MixtralConfig}[arch]
-    hf = getattr(transformers, arch)(config_cls(**cfg, pad_token_id=PAD))
-    result = hf.load_state_dict(model.config.to_hf(model.state_dict()), strict=False)
-    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
-    hf.tie_weights()
+    cfg = dict(model.config.hf_config(model.vocab_size), pad_token_id=PAD)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(cfg))
+        state = {k: v.contiguous().clone()
+                 for k, v in model.config.to_hf(model.state_dict()).items()}
+        safetensors.torch.save_file(state, str(Path(tmp) / "model.safetensors"),
+                                    metadata={"format": "pt"})
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     return hf.eval()
 
 
@@ -96,7 +100,9 @@ def main() -> None:
     params = SamplingParams(max_new_tokens=args.new, temperature=0.0)
 
     def run_ours() -> list[list[int]]:
-        out = generate(ours, prompts, params, pad_id=PAD, device="cpu", batch_size=args.batch)
+        with torch.inference_mode():  # as for HF below (lmforge's evaluators run under it)
+            out = generate(ours, prompts, params, pad_id=PAD, device="cpu",
+                           batch_size=args.batch)
         return [c.token_ids for c in out]
 
     def run_hf() -> list[list[int]]:
