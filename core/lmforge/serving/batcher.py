@@ -77,9 +77,18 @@ class Batcher:
         return job.future
 
     def close(self) -> None:
+        """Stop the worker after the call it is running; requests still waiting fail with a
+        ``RuntimeError`` (their clients get a 500 saying the server is shutting down)."""
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(RuntimeError("the server is shutting down"))
 
     # -- the worker -------------------------------------------------------------------------
     def _run(self) -> None:
