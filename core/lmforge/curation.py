@@ -29,7 +29,7 @@ back in task order, and ties are broken by document id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -136,18 +136,3 @@ class Dedup(Protocol):
 #: A band key equal to this in every word takes no part in its band (e.g. a document too short
 #: to have a single shingle).
 NO_KEY = 0xFFFF_FFFF_FFFF_FFFF
-
-
-def ordered(results: Iterable[tuple[int, R]], n: int) -> Iterator[R]:
-    """Yield the values of ``(index, value)`` pairs that arrive in any order, in index order
-    ``0..n-1`` (holding the early arrivals): for executors whose backend completes out of
-    order."""
-    waiting: dict[int, R] = {}
-    nxt = 0
-    for i, value in results:
-        waiting[i] = value
-        while nxt in waiting:
-            yield waiting.pop(nxt)
-            nxt += 1
-    if nxt != n:
-        raise RuntimeError(f"executor returned {nxt} of {n} results")
