@@ -42,6 +42,9 @@ from lmforge.training.losses import lm_loss  # noqa: E402
 from lmforge_models.config import DenseConfig  # noqa: E402
 from lmforge_models.dense import build  # noqa: E402
 
+#: benchmarks/run.py skips this script where torch sees no CUDA device.
+BENCH_REQUIRES = "cuda"
+
 
 def hf_model(cfg: DenseConfig, vocab: int, state: dict, compile_: bool) -> torch.nn.Module:
     import transformers

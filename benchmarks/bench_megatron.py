@@ -55,6 +55,9 @@ from lmforge.training.config import OptimConfig  # noqa: E402
 from lmforge.training.losses import lm_loss  # noqa: E402
 from lmforge_models.config import DenseConfig, MoEConfig  # noqa: E402
 
+#: benchmarks/run.py skips this script where torch sees no CUDA device.
+BENCH_REQUIRES = "cuda"
+
 
 def models(seq: int) -> dict[str, tuple[Any, int]]:
     return {

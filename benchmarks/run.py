@@ -63,15 +63,15 @@ def discover(names: set[str] | None, skip: set[str]) -> tuple[list[Path], list[s
         if (names and short not in names and path.stem != FIRST) or short in skip:
             continue
         decl = declared(path)
-        if decl.get("BENCH_FORMAT") != FORMAT:
-            skipped.append(f"{path.name}: does not emit {FORMAT} (run it alone)")
-            continue
         if decl.get("BENCH_REQUIRES") == "cuda":
             if cuda is None:
                 cuda = _has_cuda()
             if not cuda:
                 skipped.append(f"{path.name}: needs a CUDA GPU, none here")
                 continue
+        if decl.get("BENCH_FORMAT") != FORMAT:
+            skipped.append(f"{path.name}: does not emit {FORMAT} (run it alone)")
+            continue
         scripts.append(path)
     return scripts, skipped
 

@@ -199,11 +199,19 @@ def linear_token_logprobs(h: torch.Tensor, weight: torch.Tensor, labels: torch.T
                           ) -> torch.Tensor:
     """``log p(labels)`` under the logits ``h @ weight.T``: float32 with the shape of
     ``labels`` (``h`` is ``[*labels.shape, D]``), 0 where ``labels == ignore_index``.
-    Differentiable with respect to ``h`` and ``weight``; no full logits are kept."""
+    Differentiable with respect to ``h`` and ``weight``; no full logits are kept. Only the
+    labelled rows go through the output projection (in preference data the prompt, often half
+    of each row, carries no label)."""
     shape = labels.shape
     flat = h.reshape(-1, h.shape[-1])
     y = labels.reshape(-1).to(h.device)
     valid = y != ignore_index
+    rows = valid.nonzero().squeeze(1)
+    if 0 < rows.numel() < y.numel():  # (one host sync; every row labelled skips the gather)
+        lp = _FusedLinearLogprobs.apply(flat.index_select(0, rows), weight, y[rows], chunk_size,
+                                        _compute_dtype(flat))
+        out = torch.zeros(y.shape, dtype=lp.dtype, device=lp.device).index_copy(0, rows, lp)
+        return out.reshape(shape)
     safe = torch.where(valid, y, torch.zeros_like(y))
     lp = _FusedLinearLogprobs.apply(flat, weight, safe, chunk_size, _compute_dtype(flat))
     return torch.where(valid, lp, torch.zeros_like(lp)).reshape(shape)
