@@ -285,7 +285,10 @@ def cmd_serve(args: argparse.Namespace, pm: Any, console: Any) -> int:
             config = model.model_validate({"type": args.generator, **extra})
         except Exception as exc:  # pydantic's ValidationError names the keys
             raise UsageError(f"--generator-config for {args.generator!r}: {exc}") from None
-        generator = build_generator(pm, config, model_dir, load_tokenizer(tok_dir))
+        try:
+            generator = build_generator(pm, config, model_dir, load_tokenizer(tok_dir))
+        except ImportError as exc:  # an engine that is not installed says how to install it
+            raise UsageError(str(exc)) from None
     handle = start_server(model_dir, tok_dir, host=args.host, port=args.port,
                           generator=generator, plugins=pm, device=args.device, dtype=args.dtype,
                           batch_size=args.batch_size, batch_window_ms=args.batch_window_ms,

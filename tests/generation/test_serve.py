@@ -196,7 +196,10 @@ def test_a_stage_folder_resolves_to_its_model_and_the_tokenizer_in_its_manifest(
         resolve_model(tmp_path, None)
 
 
-def test_cli_serve_help_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_cli_serve_help_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                   gen_artifacts: tuple[Path, Path]) -> None:
+    import importlib.util
+
     from lmforge.cli import main
 
     with pytest.raises(SystemExit) as exc:
@@ -206,3 +209,10 @@ def test_cli_serve_help_and_errors(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "/v1/chat/completions" in out and "curl" in out and "--batch-window-ms" in out
     assert main(["serve", str(tmp_path / "missing")]) != 0
     assert "does not exist" in capsys.readouterr().err
+    model_dir, tok_dir = gen_artifacts
+    base = ["serve", str(model_dir), "--tokenizer", str(tok_dir), "--port", "0"]
+    assert main([*base, "--generator", "builtin", "--generator-config", "{bad"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    if importlib.util.find_spec("vllm") is None:
+        assert main([*base, "--generator", "vllm"]) == 2
+        assert "pip install vllm" in capsys.readouterr().err
