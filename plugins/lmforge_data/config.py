@@ -236,56 +236,61 @@ class LengthFilterConfig(Config):
 
 
 class GopherFilterConfig(Config):
-    """Gopher quality heuristics (Rae et al. 2021, appendix A). ``null`` disables a check."""
+    """Gopher quality heuristics (Rae et al. 2021, appendix A), measured as datatrove measures
+    them (words are spaCy-English tokens, punctuation split off). ``null`` disables a check."""
 
     code: bool = Field(default=False, description="Source-code corpus: turn off the natural-"
                        "language checks (mean word length, symbol ratio, ellipsis and bullet "
                        "lines, alphabetic words, stop words, duplicate lines/paragraphs) and "
                        "the duplicated 5-10-gram checks whatever their thresholds; only the "
                        "word-count and top 2-4-gram checks stay.")
-    min_words: int | None = Field(default=50, description="Minimum words. Default 50.")
+    min_words: int | None = Field(default=50, description="Minimum words, not counting "
+                                  "punctuation-only tokens. Default 50.")
     max_words: int | None = Field(default=100_000, description="Maximum words. Default 100000.")
     min_mean_word_length: float | None = Field(default=3.0, description="Minimum mean word "
                                                "length in characters. Default 3.")
     max_mean_word_length: float | None = Field(default=10.0, description="Maximum mean word "
                                                "length. Default 10.")
     max_symbol_word_ratio: float | None = Field(default=0.1, description="Maximum ratio of "
-                                                "'#' plus '...'/'…' occurrences to words. "
+                                                "'#' occurrences to words, and of '...'/'…' "
+                                                "occurrences to words (each checked on its "
+                                                "own; words include punctuation tokens). "
                                                 "Default 0.1.")
     max_ellipsis_line_fraction: float | None = Field(default=0.3, description="Maximum fraction "
                                                      "of lines ending in '...' or '…'. Default "
                                                      "0.3.")
     max_bullet_line_fraction: float | None = Field(default=0.9, description="Maximum fraction "
-                                                   "of lines starting with a bullet (•, -, *, "
-                                                   "‣, ◦, ●). Default 0.9.")
+                                                   "of lines starting with a bullet (• or -). "
+                                                   "Default 0.9.")
     min_alpha_word_fraction: float | None = Field(default=0.8, description="Minimum fraction of "
-                                                  "words containing a letter. Default 0.8.")
+                                                  "words (punctuation tokens included) "
+                                                  "containing a letter. Default 0.8.")
     min_stop_words: int | None = Field(default=2, description="Minimum number of distinct stop "
                                        "words present from: the, be, to, of, and, that, have, "
-                                       "with. Default 2.")
+                                       "with (lower case only). Default 2.")
     max_duplicate_line_fraction: float | None = Field(default=0.3, description="Maximum "
                                                       "fraction of lines that repeat an earlier "
                                                       "line. Default 0.3.")
     max_duplicate_line_char_fraction: float | None = Field(default=0.2, description="Maximum "
-                                                           "fraction of characters in repeated "
-                                                           "lines. Default 0.2.")
+                                                           "fraction of the text's characters in "
+                                                           "repeated lines. Default 0.2.")
     max_duplicate_paragraph_fraction: float | None = Field(default=0.3, description="Maximum "
                                                            "fraction of paragraphs (split on "
                                                            "blank lines) that repeat. Default "
                                                            "0.3.")
     max_duplicate_paragraph_char_fraction: float | None = Field(default=0.2, description=
-                                                                "Maximum fraction of characters "
-                                                                "in repeated paragraphs. Default "
-                                                                "0.2.")
+                                                                "Maximum fraction of the text's "
+                                                                "characters in repeated "
+                                                                "paragraphs. Default 0.2.")
     max_top_ngram_char_fraction: dict[int, float] = Field(
         default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
-        description="n -> maximum fraction of word characters covered by the most frequent "
-        "word n-gram. Default {2: 0.20, 3: 0.18, 4: 0.16}; {} disables.")
+        description="n -> maximum of (length of the most frequent word n-gram x its count) / "
+        "characters of the text. Default {2: 0.20, 3: 0.18, 4: 0.16}; {} disables.")
     max_duplicate_ngram_char_fraction: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description="n -> maximum fraction of word characters inside word n-grams that occur "
-        "more than once. Default {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}; {} "
-        "disables.")
+        description="n -> maximum fraction of the text's characters in repeats of a word "
+        "n-gram seen earlier (scanning left to right, skipping past each repeat). Default "
+        "{5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}; {} disables.")
 
 
 class PIIFilterConfig(Config):

@@ -1,30 +1,64 @@
-"""The ``gopher`` filter: MassiveText quality and repetition heuristics (Rae et al. 2021).
+"""The ``gopher`` filter: MassiveText quality and repetition heuristics (Rae et al. 2021, A1).
 
-Checks run in this order; the first that fails names the drop reason:
+Each rule is the paper's, measured as datatrove (0.10, ``GopherQualityFilter`` +
+``GopherRepetitionFilter``) measures it, so a corpus filtered here keeps the documents a
+FineWeb-style pipeline keeps. *Words* are the tokens of spaCy's English tokenizer
+(:mod:`lmforge_data.filters.english_words` reproduces it without spaCy): punctuation is split off
+into tokens of its own. A *symbol-only* word is made of punctuation marks only (ASCII
+punctuation, dashes, quotes, ellipsis, CJK punctuation, control characters; see
+:data:`PUNCTUATION`).
 
-``word_count``, ``mean_word_length``, ``symbol_ratio``, ``ellipsis_lines``, ``bullet_lines``,
-``alpha_words``, ``stop_words``, ``duplicate_lines``, ``duplicate_line_chars``,
-``duplicate_paragraphs``, ``duplicate_paragraph_chars``, ``top_<n>gram``, ``duplicate_<n>gram``.
+Checks, in this order (cheap ones first); the first that fails names the drop reason:
 
-With ``code`` on, only ``word_count`` and ``top_<n>gram`` run (code is repetitive by nature:
-the other checks would throw most of a source tree away).
+* ``empty``: the text is empty.
+* ``duplicate_paragraphs`` / ``duplicate_paragraph_chars``: paragraphs are the stripped text
+  split on runs of 2+ newlines; a paragraph equal to an earlier one is a duplicate; the
+  fraction is duplicates / paragraphs, the character fraction is their characters / characters
+  of the whole text.
+* ``duplicate_lines`` / ``duplicate_line_chars``: the same over lines (split on runs of
+  newlines).
+* ``word_count``: number of words that are not symbol-only, out of ``[min_words, max_words]``.
+* ``mean_word_length``: mean length of those words, out of the bounds.
+* ``symbol_ratio``: ``#`` count / words, or ``...`` and ``…`` count / words (each on its own),
+  above the ratio. Words here include punctuation tokens.
+* ``bullet_lines``: share of lines (``str.splitlines``, blank ones included) starting, after
+  leading whitespace, with ``•`` or ``-``.
+* ``ellipsis_lines``: share of lines ending, before trailing whitespace, with ``...`` or ``…``.
+* ``alpha_words``: share of words (punctuation tokens included) with at least one letter.
+* ``stop_words``: distinct stop words present as words (case-sensitive: ``The`` is not
+  ``the``).
+* ``top_<n>gram``: the most frequent word n-gram (the first seen among equals; n-gram text is
+  its words joined by one space), its length times its count / characters of the text.
+* ``duplicate_<n>gram``: scanning left to right, an n-gram (words concatenated) seen before
+  counts its characters and the scan jumps past it; their sum / characters of the text.
 
-Words are whitespace-separated tokens. The n-gram checks use words lower-cased with surrounding
-punctuation stripped, and measure characters as the sum of word lengths.
+With ``code`` on, only ``empty``, ``word_count`` and ``top_<n>gram`` run (code is repetitive
+and symbol-heavy by nature: the other checks would throw most of a source tree away).
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from lmforge import FilterResult
+from lmforge_data.filters.english_words import split_words
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
-BULLETS = ("•", "-", "*", "‣", "◦", "●", "·")
-_PUNCT = string.punctuation + "“”‘’«»…–—"
+BULLETS = ("•", "-")
+ELLIPSES = ("...", "…")
+# Characters that make a word "symbol-only" when it has nothing else (datatrove's list).
+PUNCTUATION = frozenset(
+    string.punctuation
+    + "«´»–—’“”„…∶━►、。〈〉《》「」【】！％（），．１：；？～"
+    + "‼⁇⁈⁉‽؟۔।॥။።፧፨។៕"
+    + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)])))
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAK = re.compile(r"\n+")
 
 
 @dataclass(frozen=True)
@@ -57,87 +91,88 @@ class GopherFilter:
 
     def failed_check(self, text: str) -> str | None:
         """The name of the first failing check, or ``None`` when the document passes."""
-        words = text.split()
-        n = len(words)
-        if (self.min_words is not None and n < self.min_words) or (
-                self.max_words is not None and n > self.max_words):
-            return "word_count"
-        if n == 0:
-            return None
+        if not text:
+            return "empty"
+        size = len(text)
         if not self.code:
-            reason = self._natural_language(text, words)
+            reason = self._duplicate_parts(text, size)
             if reason:
                 return reason
-        return self._ngrams(words)
-
-    # -- natural-language checks ------------------------------------------------------------
-    def _natural_language(self, text: str, words: list[str]) -> str | None:
-        n = len(words)
-        mean = sum(len(w) for w in words) / n
-        if (self.min_mean_word_length is not None and mean < self.min_mean_word_length) or (
-                self.max_mean_word_length is not None and mean > self.max_mean_word_length):
-            return "mean_word_length"
-        if self.max_symbol_word_ratio is not None:
-            symbols = text.count("#") + text.count("...") + text.count("…")
-            if symbols / n > self.max_symbol_word_ratio:
-                return "symbol_ratio"
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        if lines:
-            if self.max_ellipsis_line_fraction is not None:
-                ell = sum(ln.endswith(("...", "…")) for ln in lines)
-                if ell / len(lines) > self.max_ellipsis_line_fraction:
-                    return "ellipsis_lines"
-            if self.max_bullet_line_fraction is not None:
-                bul = sum(ln.startswith(BULLETS) for ln in lines)
-                if bul / len(lines) > self.max_bullet_line_fraction:
-                    return "bullet_lines"
-        if self.min_alpha_word_fraction is not None:
-            alpha = sum(any(c.isalpha() for c in w) for w in words)
-            if alpha / n < self.min_alpha_word_fraction:
-                return "alpha_words"
-        if self.min_stop_words is not None:
-            present = {w.strip(_PUNCT).lower() for w in words} & STOP_WORDS
-            if len(present) < self.min_stop_words:
-                return "stop_words"
-        for unit, parts, max_frac, max_chars in (
-                ("lines", lines, self.max_duplicate_line_fraction,
-                 self.max_duplicate_line_char_fraction),
-                ("paragraphs", _paragraphs(text), self.max_duplicate_paragraph_fraction,
-                 self.max_duplicate_paragraph_char_fraction)):
-            frac, chars = duplicate_fractions(parts)
-            if max_frac is not None and frac > max_frac:
-                return f"duplicate_{unit}"
-            if max_chars is not None and chars > max_chars:
-                return f"duplicate_{unit[:-1]}_chars"
-        return None
+        words = split_words(text)
+        reason = self._quality(text, words) or self._top_ngrams(words, size)
+        if reason or self.code:
+            return reason
+        return self._duplicate_ngrams(words, size)
 
     # -- repetition -------------------------------------------------------------------------
-    def _ngrams(self, raw_words: list[str]) -> str | None:
-        if not (self.max_top_ngram_char_fraction or self.max_duplicate_ngram_char_fraction):
-            return None
-        words = [w.strip(_PUNCT).lower() or w for w in raw_words]
-        total = sum(len(w) for w in words)
-        if total == 0:
-            return None
+    def _duplicate_parts(self, text: str, size: int) -> str | None:
+        for unit, parts, max_frac, max_chars in (
+                ("paragraph", _PARAGRAPH_BREAK.split(text.strip()),
+                 self.max_duplicate_paragraph_fraction,
+                 self.max_duplicate_paragraph_char_fraction),
+                ("line", _LINE_BREAK.split(text), self.max_duplicate_line_fraction,
+                 self.max_duplicate_line_char_fraction)):
+            dup, dup_chars = duplicate_parts(parts)
+            if max_frac is not None and dup / len(parts) > max_frac:
+                return f"duplicate_{unit}s"
+            if max_chars is not None and dup_chars / size > max_chars:
+                return f"duplicate_{unit}_chars"
+        return None
+
+    def _top_ngrams(self, words: list[str], size: int) -> str | None:
         for n, limit in sorted(self.max_top_ngram_char_fraction.items()):
-            if top_ngram_char_fraction(words, n, total) > limit:
+            if top_ngram_chars(words, n) / size > limit:
                 return f"top_{n}gram"
-        if self.code:
-            return None  # code repeats 5-10 word runs by nature (calls, signatures)
+        return None
+
+    def _duplicate_ngrams(self, words: list[str], size: int) -> str | None:
         for n, limit in sorted(self.max_duplicate_ngram_char_fraction.items()):
-            if duplicate_ngram_char_fraction(words, n, total) > limit:
+            if duplicate_ngram_chars(words, n) / size > limit:
                 return f"duplicate_{n}gram"
         return None
 
+    # -- quality ----------------------------------------------------------------------------
+    def _quality(self, text: str, words: list[str]) -> str | None:
+        counts = Counter(words)
+        n_words = len(words)
+        content = [(w, c) for w, c in counts.items() if not PUNCTUATION.issuperset(w)]
+        n_content = sum(c for _, c in content)
+        if (self.min_words is not None and n_content < self.min_words) or (
+                self.max_words is not None and n_content > self.max_words):
+            return "word_count"
+        if self.code or n_words == 0:
+            return None
+        if n_content:
+            mean = sum(len(w) * c for w, c in content) / n_content
+            if (self.min_mean_word_length is not None and mean < self.min_mean_word_length) or (
+                    self.max_mean_word_length is not None and mean > self.max_mean_word_length):
+                return "mean_word_length"
+        if self.max_symbol_word_ratio is not None and (
+                text.count("#") / n_words > self.max_symbol_word_ratio
+                or (text.count("...") + text.count("…")) / n_words > self.max_symbol_word_ratio):
+            return "symbol_ratio"
+        lines = text.splitlines()
+        if lines:
+            if self.max_bullet_line_fraction is not None:
+                bullets = sum(ln.lstrip().startswith(BULLETS) for ln in lines)
+                if bullets / len(lines) > self.max_bullet_line_fraction:
+                    return "bullet_lines"
+            if self.max_ellipsis_line_fraction is not None:
+                ellipses = sum(ln.rstrip().endswith(ELLIPSES) for ln in lines)
+                if ellipses / len(lines) > self.max_ellipsis_line_fraction:
+                    return "ellipsis_lines"
+        if self.min_alpha_word_fraction is not None:
+            alpha = sum(c for w, c in counts.items()
+                        if w.isalpha() or any(ch.isalpha() for ch in w))
+            if alpha / n_words < self.min_alpha_word_fraction:
+                return "alpha_words"
+        if self.min_stop_words is not None and len(STOP_WORDS & counts.keys()) < self.min_stop_words:
+            return "stop_words"
+        return None
 
-def _paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
 
-
-def duplicate_fractions(parts: list[str]) -> tuple[float, float]:
-    """(fraction of parts that repeat an earlier one, fraction of characters in those)."""
-    if not parts:
-        return 0.0, 0.0
+def duplicate_parts(parts: list[str]) -> tuple[int, int]:
+    """(number of parts equal to an earlier part, characters in those parts)."""
     seen: set[str] = set()
     dup = dup_chars = 0
     for p in parts:
@@ -146,39 +181,42 @@ def duplicate_fractions(parts: list[str]) -> tuple[float, float]:
             dup_chars += len(p)
         else:
             seen.add(p)
-    total_chars = sum(len(p) for p in parts)
-    return dup / len(parts), (dup_chars / total_chars if total_chars else 0.0)
+    return dup, dup_chars
 
 
-def top_ngram_char_fraction(words: list[str], n: int, total: int | None = None) -> float:
-    """Characters in all occurrences of the most frequent word n-gram / characters in words.
+def _ngram_tuples(words: list[str], n: int) -> zip:
+    return zip(*(islice(words, k, None) for k in range(n)))
 
-    Zero when no n-gram occurs twice.
-    """
+
+def top_ngram_chars(words: list[str], n: int) -> int:
+    """Length of the most frequent n-gram (words joined by a space) times its count; among
+    n-grams as frequent, the first to occur. Zero when there are fewer than ``n`` words."""
     if len(words) < n:
-        return 0.0
-    total = total if total is not None else sum(len(w) for w in words)
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    gram, count = max(counts.items(), key=lambda kv: (kv[1], sum(map(len, kv[0]))))
-    if count < 2 or not total:
-        return 0.0
-    return sum(len(w) for w in gram) * count / total
+        return 0
+    # words hold no whitespace, so tuples and space-joined strings are the same n-grams
+    (gram, count), = Counter(_ngram_tuples(words, n)).most_common(1)
+    return (sum(map(len, gram)) + n - 1) * count
 
 
-def duplicate_ngram_char_fraction(words: list[str], n: int, total: int | None = None) -> float:
-    """Characters of words covered by an n-gram occurring more than once / characters in words."""
-    if len(words) < n:
-        return 0.0
-    total = total if total is not None else sum(len(w) for w in words)
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+def duplicate_ngram_chars(words: list[str], n: int) -> int:
+    """Characters of repeated n-grams (words concatenated without a separator), counted left
+    to right: an n-gram seen before adds its length and the scan skips its ``n`` words."""
+    grams = list(map("".join, _ngram_tuples(words, n)))
     counts = Counter(grams)
-    covered = [False] * len(words)
+    if len(counts) == len(grams):
+        return 0
+    # n-grams that occur once never count and never match later: visit only the others
+    repeated = {g for g, c in counts.items() if c > 1}
+    seen: set[str] = set()
+    chars = resume = 0
     for i, g in enumerate(grams):
-        if counts[g] > 1:
-            for j in range(i, i + n):
-                covered[j] = True
-    dup = sum(len(w) for w, c in zip(words, covered) if c)
-    return dup / total if total else 0.0
+        if g in repeated and i >= resume:
+            if g in seen:
+                chars += len(g)
+                resume = i + n
+            else:
+                seen.add(g)
+    return chars
 
 
 def factory(config: Any) -> GopherFilter:
