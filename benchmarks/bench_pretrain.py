@@ -15,7 +15,8 @@ count, each as its own trainer sets it up:
 Steps are timed alternately (one lmforge step, one HF step, ...; ``--rounds`` to group them),
 so load from other processes on the machine hits both alike; warmup steps are excluded.
 Reports each model's median (and best) step time as tokens/s, the ratio lmforge/HF, and the
-model FLOPs per token (``DenseConfig.flops_per_token``) for CPU MFU. Where the CPU has AMX, the
+model FLOPs per token (``DenseConfig.flops_per_token``) and CPU MFU against plain ``torch.mm``
+at the model's shapes timed between the steps. Where the CPU has AMX, the
 same is measured in bf16 (autocast on both; ``--precision``).
 ``--compile`` compiles lmforge (through the ``local`` backend) and adds a compiled HF model,
 reporting lmforge+compile against both HF eager and HF compiled.
@@ -43,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins"), str(ROOT / "benchmarks")]
 
-from benchlib import Row, add_json_arg, cpu_info, emit  # noqa: E402
+from benchlib import MatmulProbe, Row, add_json_arg, cpu_info, dense_shapes, emit  # noqa: E402
 
 from lmforge.modelio import ModelRecipe  # noqa: E402
 from lmforge.training.config import OptimConfig  # noqa: E402
@@ -201,9 +202,12 @@ def measure(args: argparse.Namespace, precision: str) -> Row:
     times: dict[str, list[float]] = {name: [] for name in steps}
     rounds = args.rounds or args.steps
     per_round = max(1, args.steps // rounds)
+    probe = MatmulProbe(dense_shapes(cfg, args.vocab, args.batch * args.seq))
     for _ in range(rounds):
         for name, step in steps.items():
             times[name] += timed(step, per_round)
+        if precision == "fp32":
+            probe()  # the matmul peak at this moment: the MFU denominator
     tokens = args.batch * args.seq
     tps = {}
     for name, ts in times.items():
@@ -217,10 +221,18 @@ def measure(args: argparse.Namespace, precision: str) -> Row:
         print(f"ratio {mine}/{name}: {tps[mine] / tps[name]:.2f} (median)  "
               f"{min(times[name]) / min(times[mine]):.2f} (best steps)")
     flops = cfg.flops_per_token(args.seq, args.vocab)
+    mfu = {}
+    if probe.samples:
+        peak = probe.flops_per_s
+        mfu = {name: flops * t / peak for name, t in tps.items()}
+        print(f"torch.mm at the model's shapes between the steps: {peak / 1e9:.1f} GFLOP/s "
+              f"(median of {len(probe.samples)}); CPU MFU " + ", ".join(
+                  f"{k} {v:.0%}" for k, v in mfu.items()))
     return Row(name=f"pre-training step, 7.6M dense, {precision}" + (" +compile" if args.compile
                                                                     else " eager"),
                unit="tokens/s", ours=tps[mine], peer=tps["hf"],
                peer_name="HF LlamaForCausalLM", goal=1.2, flops=flops, dtype=precision,
+               mfu=mfu.get(mine), peer_mfu=mfu.get("hf"),
                samples=len(times[mine]),
                notes=f"batch {args.batch}x{args.seq}, AdamW + clipping, steps interleaved, "
                      f"median")

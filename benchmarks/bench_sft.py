@@ -114,11 +114,14 @@ def main(argv: list[str] | None = None) -> None:
         tb.write_rows(root / "chats", chats, "chat")
         hf_sd, hf_cfg, n_params, fpt = tb.make_model(root, tok.get_vocab_size(), args.seq)
         spec = lmforge_spec(root, args)
+        probe = tb.matmul_probe(tok.get_vocab_size(), args.batch * args.seq)  # MFU denominator
         times = tb.alternate({
             "lmforge": lambda r: tb.run_lmforge(root, spec, r),
             "TRL": lambda r: run_trl(root, args, hf_sd, hf_cfg, chats, tok, r),
-        }, args.rounds, args.warmup)
+        }, args.rounds, args.warmup, between=probe)
         ours, theirs = (statistics.median(times[k]) for k in ("lmforge", "TRL"))
+        print(f"torch.mm at the model's shapes before each run: {probe.flops_per_s / 1e9:.1f} "
+              f"GFLOP/s (median of {len(probe.samples)})")
         lengths = [len(encode_chat(tok, c["messages"])[0]) for c in chats]
         tokens = args.batch * statistics.mean(lengths)
         print(f"model: dense {n_params:,} params, vocab {tok.get_vocab_size()}, {args.batch} "
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         emit(args.json, "sft", [Row(
             name="SFT step, 7.6M dense, 8 chats x <=256 tokens, fp32", unit="steps/s",
             ours=1 / ours, peer=1 / theirs, peer_name=f"TRL {trl.__version__} SFTTrainer",
+            mfu=fpt * tokens / ours / probe.flops_per_s,
+            peer_mfu=fpt * tokens / theirs / probe.flops_per_s,
             goal=1.5, flops=fpt * tokens, dtype="fp32", samples=len(times["lmforge"]),
             notes="assistant-only loss on both; runs alternated, median step")],
             {"lmforge_ms": [t * 1000 for t in times["lmforge"]],

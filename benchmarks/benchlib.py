@@ -206,6 +206,35 @@ def matmul_peak(shapes: Sequence[tuple[int, int, int, int]], dtype: str = "fp32"
     return MatmulPeak(dtype, total_flops / total_time, best, rows)
 
 
+class MatmulProbe:
+    """The machine's fp32 ``torch.mm`` throughput at a model's shapes, measured *between* a
+    benchmark's own steps (call it in the interleaving like another variant), so that MFU is
+    taken against the speed the machine had at that moment; on a shared machine that speed
+    moves with the load. :attr:`flops_per_s` is the median over the calls."""
+
+    def __init__(self, shapes: Sequence[tuple[int, int, int, int]]) -> None:
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        self.pairs = [(torch.randn(m, k, generator=g), torch.randn(k, n, generator=g), count)
+                      for m, k, n, count in shapes]
+        self.flops = sum(2.0 * a.shape[0] * a.shape[1] * b.shape[1] * c for a, b, c in self.pairs)
+        self.samples: list[float] = []
+
+    def __call__(self) -> None:
+        import torch
+
+        t = time.perf_counter()
+        for a, b, count in self.pairs:
+            for _ in range(count):
+                torch.mm(a, b)
+        self.samples.append(self.flops / (time.perf_counter() - t))
+
+    @property
+    def flops_per_s(self) -> float:
+        return statistics.median(self.samples)
+
+
 def dense_shapes(cfg: Any, vocab: int, tokens: int) -> list[tuple[int, int, int, int]]:
     """:func:`model_matmul_shapes` for an lmforge ``DenseConfig``."""
     return model_matmul_shapes(tokens, cfg.dim, cfg.hidden_dim, vocab, cfg.n_heads * cfg.head_dim,

@@ -132,6 +132,13 @@ def make_model(root: Path, vocab: int, seq: int) -> tuple[dict, dict, int, int]:
             arch.flops_per_token(seq, vocab))
 
 
+def matmul_probe(vocab: int, tokens: int) -> Any:
+    """A :class:`benchlib.MatmulProbe` at this model's shapes for ``tokens`` rows."""
+    from benchlib import MatmulProbe, model_matmul_shapes
+
+    return MatmulProbe(model_matmul_shapes(tokens, DIM, 768, vocab, DIM, DIM))
+
+
 def hf_model(state_dict: dict, hf_config: dict) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -195,12 +202,15 @@ def step_timer(times: list[float]) -> Any:
     return Timer()
 
 
-def alternate(runs: dict[str, Callable[[int], list[float]]], rounds: int, warmup: int
-              ) -> dict[str, list[float]]:
-    """Each run in turn, ``rounds`` times; step times after ``warmup`` steps of each run."""
+def alternate(runs: dict[str, Callable[[int], list[float]]], rounds: int, warmup: int,
+              between: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Each run in turn, ``rounds`` times; step times after ``warmup`` steps of each run.
+    ``between`` (e.g. a :class:`benchlib.MatmulProbe`) is called before every run."""
     out: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(rounds):
         for name, fn in runs.items():
+            if between is not None:
+                between()
             t = time.perf_counter()
             steps = fn(r)
             out[name] += steps[warmup:]
