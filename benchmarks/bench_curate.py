@@ -17,8 +17,9 @@ and for the peer and their ratio, and checks that both decide the same before ti
 * ``gopher``: lmforge's ``gopher`` filter (quality + repetition in one pass) against
   datatrove 0.10's ``GopherRepetitionFilter`` then ``GopherQualityFilter`` (its order in
   FineWeb), on documents made of this machine's text files (``/usr/share/doc``,
-  ``/usr/share/common-licenses``), both on ``--workers`` processes; prints docs/s, the ratio
-  and the fraction of documents on which keep/drop agree.
+  ``/usr/share/common-licenses``), both on ``--workers`` processes; prints docs/s, the ratio,
+  the fraction of documents on which keep/drop agree and the (lmforge reason, datatrove
+  reason) pairs of those that do not.
 * ``tokenize``: encoding a corpus for pre-training with a byte-level BPE trained by lmforge's
   ``bpe`` stage code: Hugging Face ``tokenizers`` ``encode_batch`` against
   :mod:`lmforge.fastbpe` (what the pretrain stage uses), identical ids asserted, MB/s.
@@ -35,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -256,7 +258,8 @@ def machine_documents(limit: int, max_chars: int = 6000) -> list[str]:
 _PEER: Any = None
 
 
-def _datatrove_keep(text: str) -> bool:
+def _datatrove_verdict(text: str) -> str | None:
+    """datatrove's drop reason, ``None`` when both filters keep the document."""
     global _PEER
     if _PEER is None:
         from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
@@ -267,21 +270,22 @@ def _datatrove_keep(text: str) -> bool:
     doc = Document(text=text, id="0")
     for f in _PEER:
         verdict = f.filter(doc)
-        if not (verdict if isinstance(verdict, bool) else verdict[0]):
-            return False
-    return True
+        if verdict is not True and not verdict[0]:
+            return verdict[1] if isinstance(verdict, tuple) else "dropped"
+    return None
 
 
-def _lmforge_keep(text: str) -> bool:
+def _lmforge_verdict(text: str) -> str | None:
+    """lmforge's drop reason (its first failing check), ``None`` when kept."""
     from lmforge_data.filters.gopher import GopherFilter
 
     global _PEER
     if _PEER is None:
         _PEER = GopherFilter()
-    return _PEER(text).keep
+    return _PEER.failed_check(text)
 
 
-def _timed_map(fn: Callable[[str], bool], docs: list[str], workers: int) -> tuple[float, list]:
+def _timed_map(fn: Callable[[str], Any], docs: list[str], workers: int) -> tuple[float, list]:
     import multiprocessing as mp
 
     t = time.perf_counter()
@@ -294,13 +298,16 @@ def bench_gopher(args: argparse.Namespace) -> None:
     docs = machine_documents(args.gopher_docs)
     mb = sum(len(d.encode()) for d in docs) / 1e6
     print(f"corpus: {len(docs)} documents, {mb:.1f} MB from /usr/share/doc and licenses")
-    t_ours, ours = _timed_map(_lmforge_keep, docs, args.workers)
-    t_peer, peer = _timed_map(_datatrove_keep, docs, args.workers)
-    same = sum(a == b for a, b in zip(ours, peer)) / len(docs)
-    print(f"lmforge gopher:   {len(docs) / t_ours:9.1f} docs/s  (kept {sum(ours)})")
-    print(f"datatrove 0.10:   {len(docs) / t_peer:9.1f} docs/s  (kept {sum(peer)})")
+    t_ours, ours = _timed_map(_lmforge_verdict, docs, args.workers)
+    t_peer, peer = _timed_map(_datatrove_verdict, docs, args.workers)
+    differ = Counter((a, b) for a, b in zip(ours, peer) if (a is None) != (b is None))
+    same = 1 - sum(differ.values()) / len(docs)
+    print(f"lmforge gopher:   {len(docs) / t_ours:9.1f} docs/s  (kept {ours.count(None)})")
+    print(f"datatrove 0.10:   {len(docs) / t_peer:9.1f} docs/s  (kept {peer.count(None)})")
     print(f"ratio: {t_peer / t_ours:.2f}x  (goal >= 2x); same decision on {same:.2%} of "
           f"documents (goal >= 99%)")
+    for (a, b), n in differ.most_common(8):
+        print(f"  {n:5d} documents: lmforge {a or 'keeps'}, datatrove {b or 'keeps'}")
 
 
 def bench_tokenize(args: argparse.Namespace) -> None:

@@ -16,10 +16,12 @@ module reproduces that tokenizer's algorithm closely enough for those statistics
    and ``+-*^`` between digits — unless it looks like a URL or an e-mail address;
 4. special cases: English contractions (``don't`` -> ``do`` ``n't``, ``I'm`` -> ``I`` ``'m``,
    ``cannot`` -> ``can`` ``not``, with or without the apostrophe), common dotted abbreviations
-   (``e.g.``, ``Mr.``, ``Jan.``, ``a.``-``z.``), a few emoticons and ``C++``.
+   (``e.g.``, ``Mr.``, ``Jan.``, ``a.``-``z.``), emoticons and ``C++``; a special case that
+   the affix rules cut apart (``"(main):"`` -> ``(`` ``main`` ``)`` ``:``) is put back
+   together (``):``), as spaCy's special-case matcher does.
 
-The rule set is written here from spaCy's documented behaviour (v3.8 English defaults), not
-copied; where it is smaller (spaCy lists ~1300 special cases, mostly rarer abbreviations and
+The rule set is written here from spaCy's rules (v3.8 English defaults) and checked against its
+tokenizer (``tests/data/test_filters.py`` where spaCy is installed), not copied; where it is smaller (spaCy lists ~1300 special cases, mostly rarer abbreviations and
 emoticons) the token counts differ by one on the affected chunk. Chunks repeat a lot in real
 text, so results are memoised per chunk.
 """
@@ -146,14 +148,16 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
                         ("gotta", ("got", "ta")), ("let's", ("let", "'s")),
                         ("y'all", ("y'", "all"))):
         add(word, parts)
-    for word in ("ma'am", "o'clock", "'cause", "'em", "'bout"):
+    for word in ("ma'am", "o'clock", "'cause", "'em", "'bout", "'s", "'S", "'d", "'ll", "'re",
+                 "'m", "'ve"):
         for apo in ("'", "’"):
             special[word.replace("'", apo)] = (word.replace("'", apo),)
+    special["‘s"], special["‘S"] = ("‘s",), ("‘S",)
     # dotted abbreviations kept whole
     abbrevs = ("e.g. i.e. a.m. p.m. vs. v.s. co. E.g. E.G. I.e. I.E. Mr. Mrs. Ms. Dr. Prof. St. "
                "Jr. Mt. Rev. Gen. Gov. Rep. Sen. Adm. Messrs. Ph.D. Inc. Ltd. Co. Corp. Bros. "
                "Jan. Feb. Mar. Apr. Jun. Jul. Aug. Sep. Sept. Oct. Nov. Dec. D.C. N.Y. N.J. "
-               "Calif. Mass. Wash. Fla. Pa. Va. Conn. Ill. Mich. Minn.").split()
+               "Calif. Mass. Wash. Fla. Pa. Va. Conn. Ill. Mich. Minn. Id.").split()
     for a in abbrevs:
         special[a] = (a,)
     for c in "abcdefghijklmnopqrstuvwxyzäöü":
