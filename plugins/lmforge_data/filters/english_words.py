@@ -148,8 +148,7 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
                         ("gotta", ("got", "ta")), ("let's", ("let", "'s")),
                         ("y'all", ("y'", "all"))):
         add(word, parts)
-    for word in ("ma'am", "o'clock", "'cause", "'em", "'bout", "'s", "'S", "'d", "'ll", "'re",
-                 "'m", "'ve"):
+    for word in ("ma'am", "o'clock", "'cause", "'em", "'bout", "'s", "'S", "'d", "'ll", "'re"):
         for apo in ("'", "’"):
             special[word.replace("'", apo)] = (word.replace("'", apo),)
     special["‘s"], special["‘S"] = ("‘s",), ("‘S",)
