@@ -8,7 +8,7 @@ Runs are timed alternately (lmforge, HF, lmforge, ...) so other load on the mach
 alike; a warm-up run of each is excluded. The generated ids must agree (the script fails when
 they do not), and it prints each side's median new tokens/s and the ratio lmforge/HF.
 
-    python benchmarks/bench_generate.py [--batch 16] [--new 128] [--runs 5] [--moe]
+    python benchmarks/bench_generate.py [--batch 16] [--new 128] [--runs 5] [--moe] [--json out.json]
 
 ``--moe`` measures the ``moe`` architecture against ``MixtralForCausalLM`` instead.
 No network: the model is built locally from a seed.
@@ -26,14 +26,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins")]  # run from a checkout, installed or not
+HERE = Path(__file__).resolve().parent
+# run from a checkout, installed or not
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins"), str(HERE)]
+
+from benchlib import Row, add_json_arg, emit, machine_info  # noqa: E402
 
 from lmforge.generation import SamplingParams, generate  # noqa: E402
 from lmforge_models.config import DenseConfig, MoEConfig  # noqa: E402
 from lmforge_models.dense import build  # noqa: E402
 from lmforge_models.moe import build as build_moe  # noqa: E402
 
+BENCH_FORMAT = "lmforge-bench/1"
+
 PAD = 0
+GOAL = 1.5  # the generation issue's goal: lmforge >= 1.5x transformers generate
 
 
 def make_hf(model: torch.nn.Module) -> torch.nn.Module:
@@ -57,7 +64,7 @@ def make_hf(model: torch.nn.Module) -> torch.nn.Module:
     return hf.eval()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=16, help="prompts (one batch)")
     ap.add_argument("--new", type=int, default=128, help="new tokens per prompt")
@@ -73,7 +80,8 @@ def main() -> None:
     ap.add_argument("--untied", action="store_true", help="a separate output matrix (the "
                     "default ties it to the embedding, as the quickstart model does)")
     ap.add_argument("--moe", action="store_true", help="the moe architecture (4 experts, top 2)")
-    args = ap.parse_args()
+    add_json_arg(ap)
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -148,6 +156,20 @@ def main() -> None:
           f"{min(times['hf']) / min(times['lmforge']):.2f} (best runs)  "
           f"{statistics.median(cpu['hf']) / statistics.median(cpu['lmforge']):.2f} (median CPU "
           f"time: steadier on a shared machine)")
+    import transformers
+
+    arch = "moe" if args.moe else "dense"
+    row = Row(name=f"greedy generation, {arch} dim {args.dim} x {args.layers} layers, "
+                   f"{args.batch} prompts x {args.new} new tokens",
+              unit="tokens/s", ours=tps["lmforge"], peer=tps["hf"],
+              peer_name=f"transformers {transformers.__version__} generate", goal=GOAL,
+              samples=args.runs, dtype="fp32",
+              notes=f"ids identical; CPU-time ratio "
+                    f"{statistics.median(cpu['hf']) / statistics.median(cpu['lmforge']):.2f}")
+    emit(args.json, "generate", [row], {
+        "machine": machine_info(), "args": vars(args) | {"json": str(args.json) if args.json
+                                                         else None},
+        "seconds": times, "cpu_seconds": cpu})
 
 
 if __name__ == "__main__":
