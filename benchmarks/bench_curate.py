@@ -2,6 +2,7 @@
 
     python benchmarks/bench_curate.py                   # every benchmark
     python benchmarks/bench_curate.py --only minhash    # one of them (see --help)
+    python benchmarks/bench_curate.py --json out.json   # also write the rows run.py collects
 
 Each benchmark is one function registered in ``BENCHMARKS``; each prints docs/s for lmforge
 and for the peer and their ratio, and checks that both decide the same before timing counts.
@@ -24,6 +25,10 @@ and for the peer and their ratio, and checks that both decide the same before ti
   ``bpe`` stage code: Hugging Face ``tokenizers`` ``encode_batch`` against
   :mod:`lmforge.fastbpe` (what the pretrain stage uses), identical ids asserted, MB/s.
 
+Goals (the data issue): MinHash and Gopher >= 2x datatrove, tokenize >= 3x ``encode_batch``;
+``ray-overhead`` has none. With ``--json`` every benchmark run adds rows in the
+``lmforge-bench/1`` format (``benchmarks/README.md``) — what ``benchmarks/run.py`` collects.
+
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: datatrove) and ``ray``.
 """
 
@@ -42,7 +47,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.curation.planted_corpus
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(REPO), str(HERE)]  # tests.curation.planted_corpus, benchlib
+
+from benchlib import Row, add_json_arg, emit, machine_info  # noqa: E402
+
+BENCH_FORMAT = "lmforge-bench/1"
 
 
 # --- shared ------------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ def signature_cpu(docs: list[str]) -> tuple[float, float]:
 
 
 # --- benchmarks ----------------------------------------------------------------------------------
-def bench_minhash(args: argparse.Namespace) -> None:
+def bench_minhash(args: argparse.Namespace) -> list[Row]:
     root = Path(tempfile.mkdtemp(prefix="bench-minhash-"))
     try:
         planted, folder = planted_files(root, args.docs, args.copies, args.files)
@@ -200,11 +210,17 @@ def bench_minhash(args: argparse.Namespace) -> None:
         mine, theirs = signature_cpu(planted.docs[:500])
         print(f"signature step alone, CPU time per document: lmforge {mine * 1e3:.3f} ms, "
               f"datatrove {theirs * 1e3:.3f} ms ({theirs / mine:.1f}x)")
+        worst = max(abs(ours_r[k][1] - peer_r[k][1]) for k in ours_r if ours_r[k][0])
+        return [Row(name=f"MinHash dedup end to end, {n} docs, {args.workers} workers",
+                    unit="docs/s", ours=n / ours_s, peer=n / peer_s,
+                    peer_name=f"datatrove {_version('datatrove')}", goal=2.0, samples=1,
+                    notes=f"recall per similarity bin within {worst:.3f} of datatrove's; "
+                          f"signature CPU/doc {theirs / mine:.1f}x")]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_ray_overhead(args: argparse.Namespace) -> None:
+def bench_ray_overhead(args: argparse.Namespace) -> list[Row]:
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     try:
         planted, folder = planted_files(root, args.docs, args.copies, args.files)
@@ -219,6 +235,10 @@ def bench_ray_overhead(args: argparse.Namespace) -> None:
               f"Ray start-up included)")
         print(f"Ray overhead on one machine: {ray_s - local_s:+.2f} s "
               f"({ray_s / local_s:.2f}x the local time)")
+        return [Row(name=f"curate (MinHash) on the ray executor, {n} docs, {args.workers} CPUs",
+                    unit="docs/s", ours=n / ray_s, peer=n / local_s,
+                    peer_name="lmforge local executor", samples=1,
+                    notes="the cost of Ray on one machine, start-up included; same documents kept")]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -294,7 +314,7 @@ def _timed_map(fn: Callable[[str], Any], docs: list[str], workers: int) -> tuple
     return time.perf_counter() - t, out
 
 
-def bench_gopher(args: argparse.Namespace) -> None:
+def bench_gopher(args: argparse.Namespace) -> list[Row]:
     docs = machine_documents(args.gopher_docs)
     mb = sum(len(d.encode()) for d in docs) / 1e6
     print(f"corpus: {len(docs)} documents, {mb:.1f} MB from /usr/share/doc and licenses")
@@ -308,9 +328,14 @@ def bench_gopher(args: argparse.Namespace) -> None:
           f"documents (goal >= 99%)")
     for (a, b), n in differ.most_common(8):
         print(f"  {n:5d} documents: lmforge {a or 'keeps'}, datatrove {b or 'keeps'}")
+    return [Row(name=f"Gopher quality + repetition filter, {len(docs)} docs ({mb:.1f} MB), "
+                     f"{args.workers} workers",
+                unit="docs/s", ours=len(docs) / t_ours, peer=len(docs) / t_peer,
+                peer_name=f"datatrove {_version('datatrove')} Gopher filters", goal=2.0,
+                samples=1, notes=f"same decision on {same:.2%} of documents")]
 
 
-def bench_tokenize(args: argparse.Namespace) -> None:
+def bench_tokenize(args: argparse.Namespace) -> list[Row]:
     import tokenizers
 
     from lmforge.fastbpe import fast_encoder
@@ -343,9 +368,20 @@ def bench_tokenize(args: argparse.Namespace) -> None:
     print(f"HF tokenizers encode_batch: {mb / t_hf:7.2f} MB/s")
     print(f"lmforge.fastbpe:            {mb / t_fast:7.2f} MB/s")
     print(f"ratio: {t_hf / t_fast:.2f}x  (goal >= 3x)")
+    return [Row(name=f"encode for pre-training, byte-level BPE {hf.get_vocab_size()}, "
+                     f"{len(test)} docs ({mb:.1f} MB), {args.workers} threads",
+                unit="MB/s", ours=mb / t_fast, peer=mb / t_hf,
+                peer_name=f"tokenizers {tokenizers.__version__} encode_batch", goal=3.0,
+                samples=1, notes="lmforge.fastbpe; ids identical on every document")]
 
 
-BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "minhash": bench_minhash,
     "ray-overhead": bench_ray_overhead,
     "gopher": bench_gopher,
@@ -371,10 +407,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="tokenize: documents, half to train the BPE (default 6000)")
     parser.add_argument("--vocab", type=int, default=8192,
                         help="tokenize: BPE vocabulary size (default 8192)")
+    add_json_arg(parser)
     args = parser.parse_args(argv)
+    rows: list[Row] = []
     for name in args.only or list(BENCHMARKS):
         print(f"=== {name} ===")
-        BENCHMARKS[name](args)
+        rows += BENCHMARKS[name](args)
+    emit(args.json, "curate", rows, {"machine": machine_info(), "args": vars(args) | {
+        "json": str(args.json) if args.json else None}})
     return 0
 
 
