@@ -8,19 +8,30 @@ ordered pair (count and summed share: the likelihood depends on nothing else). P
 two solutions (they must agree), the median time of each over --runs and the ratio, and the
 time of a full 1000-round bootstrap with the arena's solver.
 
-    python benchmarks/bench_arena_fit.py [--models 8] [--comparisons 20000] [--runs 5]
+    python benchmarks/bench_arena_fit.py [--models 8] [--comparisons 20000] [--runs 5] [--json out.json]
+
+No goal. With ``--json`` it writes two rows in the ``lmforge-bench/1`` format: the fit (vs
+SciPy) and the bootstrap (no peer).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
-from lmforge_rating.bradley_terry import Comparisons, fit, ratings
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import Row, add_json_arg, emit, machine_info  # noqa: E402
+
+from lmforge_rating.bradley_terry import Comparisons, fit, ratings  # noqa: E402
+
+BENCH_FORMAT = "lmforge-bench/1"
 
 
 def simulate(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, Comparisons]:
@@ -63,12 +74,14 @@ def timed(fn, runs: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=8)
     ap.add_argument("--comparisons", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args()
+    ap.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds (default 1000)")
+    add_json_arg(ap)
+    args = ap.parse_args(argv)
     truth, c = simulate(args.models, args.comparisons)
     t_ours, ours = timed(lambda: fit(args.models, c, 0.01), args.runs)
     t_scipy, theirs = timed(lambda: scipy_fit(args.models, c, 0.01), args.runs)
@@ -79,8 +92,21 @@ def main() -> None:
     print(f"Newton (lmforge_rating) {t_ours * 1e3:8.2f} ms")
     print(f"SciPy L-BFGS-B          {t_scipy * 1e3:8.2f} ms   ratio scipy/ours = "
           f"{t_scipy / t_ours:.2f}x")
-    t_boot, _ = timed(lambda: ratings(args.models, c, rounds=1000, seed=0), 1)
-    print(f"1000-round bootstrap    {t_boot:8.2f} s")
+    if diff > 1e-4:
+        raise SystemExit(f"the solutions differ by {diff:.2e}: the comparison is void")
+    t_boot, _ = timed(lambda: ratings(args.models, c, rounds=args.rounds, seed=0), 1)
+    print(f"{args.rounds}-round bootstrap    {t_boot:8.2f} s")
+    scipy_version = sys.modules["scipy"].__version__
+    rows = [Row(name=f"Bradley-Terry fit, {args.models} candidates, {args.comparisons} "
+                     f"comparisons", unit="ms", ours=t_ours * 1e3, peer=t_scipy * 1e3,
+                peer_name=f"SciPy {scipy_version} L-BFGS-B, analytic gradient",
+                higher_is_better=False, samples=args.runs,
+                notes=f"same objective (ridge 0.01); max |dtheta| {diff:.1e}"),
+            Row(name=f"arena ratings with a {args.rounds}-round bootstrap, {args.models} "
+                     f"candidates", unit="s", ours=t_boot, higher_is_better=False, samples=1,
+                notes="the arena's solver only: no peer")]
+    emit(args.json, "arena_fit", rows, {"machine": machine_info(), "args": vars(args) | {
+        "json": str(args.json) if args.json else None}})
 
 
 if __name__ == "__main__":
