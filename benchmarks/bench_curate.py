@@ -53,6 +53,10 @@ sys.path[:0] = [str(REPO), str(HERE)]  # tests.curation.planted_corpus, benchlib
 from benchlib import Row, add_json_arg, emit, machine_info  # noqa: E402
 
 BENCH_FORMAT = "lmforge-bench/1"
+# what benchmarks/run.py adds to the command line: the defaults (sized for the figures in
+# docs/plugins/data.md) take over ten minutes on 2 cores, mostly datatrove's side
+BENCH_ARGS = ["--docs", "5000", "--copies", "100", "--gopher-docs", "1000",
+              "--tokenize-docs", "3000"]
 
 
 # --- shared ------------------------------------------------------------------------------------

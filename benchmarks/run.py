@@ -5,7 +5,8 @@ Benchmarks are the ``benchmarks/bench_*.py`` scripts that declare the result for
 (``BENCH_FORMAT = "lmforge-bench/1"``, see ``benchmarks/README.md``); each runs in its own
 process (``python bench_x.py --json FILE``), so one failing or crashing does not stop the
 others, and each can also be run alone. Scripts that declare ``BENCH_REQUIRES = "cuda"`` are
-skipped when torch sees no CUDA device. ``bench_matmul`` runs first: its fp32/bf16 ``torch.mm``
+skipped when torch sees no CUDA device; a script's ``BENCH_ARGS`` (a list of strings) is added to
+its command line, for a size that keeps it to a few minutes here. ``bench_matmul`` runs first: its fp32/bf16 ``torch.mm``
 throughput at the model's shapes is the denominator of every MFU figure.
 
 The table is printed as Markdown (what ``docs/performance.md`` shows) and everything, with the
@@ -89,9 +90,10 @@ def run_one(path: Path, timeout: float, env: dict[str, str]
     """Run one script; its result (None on failure), the tail of its output, seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
+        extra = [str(a) for a in declared(path).get("BENCH_ARGS", [])]
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, str(path), "--json", str(out)], env=env,
+            proc = subprocess.run([sys.executable, str(path), "--json", str(out), *extra], env=env,
                                   capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
             log = proc.stdout + proc.stderr
             ok = proc.returncode == 0
