@@ -100,26 +100,24 @@ class _LocalModelJudge(Config):
         return value
 
 
-class ModelPromptedJudgeConfig(_LocalModelJudge):
-    """A language model asked in a prompt which response is better; the answer is read from its
-    next-token probabilities of the option tokens, in both orders, and averaged."""
+class _PromptedQuestions(Config):
+    """The questions a prompted judge is asked (shared by model-prompted and
+    openai-compatible): which of two responses is better, an absolute score, a closed
+    classification; templates are checked for their placeholders at validation."""
 
-    type: Literal["model-prompted"] = Field(default="model-prompted",
-                                            description="Selects this judge.")
     template: str = Field(default=COMPARE_TEMPLATE, description="The question, sent as a user "
                           "message: {principle}, {prompt}, {a}, {b} are replaced.")
     options: tuple[str, str] = Field(default=("A", "B"), description="What the judge answers "
-                                     "for the first and the second response: each must be one "
-                                     "token of the judge's tokenizer (its first token is used).")
-    answer_prefix: str = Field(default="", max_length=1000, description="Text the judge's "
-                               "reply starts with, before the option token (e.g. 'Answer:').")
+                                     "for the first and the second response (for a local "
+                                     "model each must be one token of the judge's tokenizer; "
+                                     "its first token is used).")
     score_template: str = Field(default=SCORE_TEMPLATE, description="The question for an "
                                 "absolute score (score(), e.g. for the judge reward): "
                                 "{principle}, {prompt}, {response} are replaced.")
     score_options: list[str] = Field(
         default_factory=lambda: [str(i) for i in range(1, 10)], min_length=2, max_length=100,
-        description="Score tokens in increasing order; the score is the expected position "
-        "(1-based) under the judge's probabilities normalised over these tokens.")
+        description="Score answers in increasing order; the score is the expected position "
+        "(1-based) under the judge's probabilities normalised over these answers.")
     classify_template: str = Field(default=CLASSIFY_TEMPLATE, description="The question for "
                                    "classify() (safety): {prompt}, {response}, {question}, "
                                    "{answers} (lettered options) are replaced.")
@@ -140,6 +138,16 @@ class ModelPromptedJudgeConfig(_LocalModelJudge):
     @classmethod
     def _classify_template(cls, v: str) -> str:
         return check_template(v, _FIELDS["classify"], ("response", "question", "answers"))
+
+
+class ModelPromptedJudgeConfig(_LocalModelJudge, _PromptedQuestions):
+    """A language model asked in a prompt which response is better; the answer is read from its
+    next-token probabilities of the option tokens, in both orders, and averaged."""
+
+    type: Literal["model-prompted"] = Field(default="model-prompted",
+                                            description="Selects this judge.")
+    answer_prefix: str = Field(default="", max_length=1000, description="Text the judge's "
+                               "reply starts with, before the option token (e.g. 'Answer:').")
 
     @field_validator("options")
     @classmethod
@@ -164,7 +172,7 @@ class ModelLikelihoodJudgeConfig(_LocalModelJudge):
                                       "response given the principle.")
 
 
-class OpenAICompatibleJudgeConfig(Config):
+class OpenAICompatibleJudgeConfig(_PromptedQuestions):
     """A chat-completions HTTP endpoint (vLLM, llama.cpp's server, `lmforge serve`, a hosted
     API) asked which response is better, in both orders."""
 
@@ -176,19 +184,6 @@ class OpenAICompatibleJudgeConfig(Config):
     api_key_env: str | None = Field(default=None, description="Name of the environment variable "
                                     "holding the API key (sent as a Bearer token). The key "
                                     "itself never goes into the spec.")
-    template: str = Field(default=COMPARE_TEMPLATE, description="The question (user message): "
-                          "{principle}, {prompt}, {a}, {b} are replaced.")
-    options: tuple[str, str] = Field(default=("A", "B"), description="The answers naming the "
-                                     "first and the second response.")
-    score_template: str = Field(default=SCORE_TEMPLATE, description="The question for score(): "
-                                "{principle}, {prompt}, {response}.")
-    score_options: list[str] = Field(
-        default_factory=lambda: [str(i) for i in range(1, 10)], min_length=2, max_length=100,
-        description="Score answers in increasing order (as for model-prompted).")
-    classify_template: str = Field(default=CLASSIFY_TEMPLATE, description="The question for "
-                                   "classify(): {prompt}, {response}, {question}, {answers}.")
-    default_principle: str = Field(default=DEFAULT_PRINCIPLE, min_length=1,
-                                   description="Principle used when a question has none.")
     system: str | None = Field(default=None, description="A system message before every "
                                "question.")
     logprobs: bool = Field(default=True, description="Ask for logprobs/top_logprobs and read the "
@@ -229,21 +224,6 @@ class OpenAICompatibleJudgeConfig(Config):
             raise ValueError(f"api_key_env names an environment variable (e.g. "
                              f"OPENAI_API_KEY), got {v!r}; never put the key itself here")
         return v
-
-    @field_validator("template")
-    @classmethod
-    def _compare_template(cls, v: str) -> str:
-        return check_template(v, _FIELDS["compare"], ("a", "b"))
-
-    @field_validator("score_template")
-    @classmethod
-    def _score_template(cls, v: str) -> str:
-        return check_template(v, _FIELDS["score"], ("response",))
-
-    @field_validator("classify_template")
-    @classmethod
-    def _classify_template(cls, v: str) -> str:
-        return check_template(v, _FIELDS["classify"], ("response", "question", "answers"))
 
 
 class RewardJudgeConfig(Config):
